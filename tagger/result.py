@@ -1,0 +1,113 @@
+"""What the analysis of one track produces: per-head probabilities and the clip timeline."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+__all__ = ["HeadResult", "ModelIdentity", "TrackResult", "decide_genres", "decide_emotion"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelIdentity:
+    """Which model file produced a result: a new file or version makes old results stale."""
+
+    name: str
+    version: str
+    sha256: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}@{self.version}:{self.sha256[:12]}"
+
+
+@dataclasses.dataclass
+class HeadResult:
+    """One model output (a task) for one track.
+
+    ``timeline`` is the per-clip probability matrix ``[n_clips, n_labels]`` (float32) and
+    ``probs`` its aggregate over clips (the mean: every clip counts the same, so a track's tag
+    reflects the whole piece rather than its loudest moment).
+    """
+
+    task: str  # "genre" | "emotion"
+    labels: list[str]
+    probs: np.ndarray
+    timeline: np.ndarray
+    threshold: float | None
+    model: ModelIdentity
+
+    def prob_dict(self) -> dict[str, float]:
+        return {label: float(p) for label, p in zip(self.labels, self.probs)}
+
+
+def decide_genres(
+    labels: list[str], probs: np.ndarray, threshold: float, max_genres: int | None = None
+) -> list[tuple[str, float]]:
+    """Every label with ``prob >= threshold``, most probable first, at most ``max_genres``."""
+    order = np.argsort(-np.asarray(probs), kind="stable")
+    chosen = [(labels[i], float(probs[i])) for i in order if probs[i] >= threshold]
+    return chosen[:max_genres] if max_genres else chosen
+
+
+def decide_emotion(labels: list[str], probs: np.ndarray) -> tuple[str, float]:
+    """The label with the highest mean probability."""
+    i = int(np.argmax(probs))
+    return labels[i], float(probs[i])
+
+
+@dataclasses.dataclass
+class TrackResult:
+    """Everything known about one analysed track."""
+
+    path: str
+    duration: float
+    clip_starts: np.ndarray  # seconds, one per analysed clip
+    heads: dict[str, HeadResult]  # by task
+    threshold: float | None = None  # overrides the genre model's own threshold
+    max_genres: int | None = None
+
+    @property
+    def clips(self) -> int:
+        return int(len(self.clip_starts))
+
+    @property
+    def genres(self) -> list[tuple[str, float]]:
+        head = self.heads.get("genre")
+        if head is None:
+            return []
+        threshold = self.threshold if self.threshold is not None else head.threshold
+        return decide_genres(head.labels, head.probs, 0.2 if threshold is None else threshold,
+                             self.max_genres)
+
+    @property
+    def emotion(self) -> tuple[str, float] | None:
+        head = self.heads.get("emotion")
+        return None if head is None else decide_emotion(head.labels, head.probs)
+
+    def to_dict(self, timeline: bool = False) -> dict[str, Any]:
+        """JSON-ready view (``genreml analyze --json``)."""
+        genre = self.heads.get("genre")
+        emotion = self.heads.get("emotion")
+        out: dict[str, Any] = {
+            "path": self.path,
+            "genres": [{"label": l, "prob": round(p, 4)} for l, p in self.genres],
+            "genre_probs": {k: round(v, 4) for k, v in genre.prob_dict().items()} if genre else {},
+            "emotion": (
+                {"label": self.emotion[0], "prob": round(self.emotion[1], 4)} if emotion else None
+            ),
+            "emotion_probs": (
+                {k: round(v, 4) for k, v in emotion.prob_dict().items()} if emotion else {}
+            ),
+            "clips": self.clips,
+            "duration": round(self.duration, 3),
+            "models": {task: h.model.id for task, h in self.heads.items()},
+        }
+        if timeline:
+            out["timeline"] = {
+                "clip_starts": [round(float(s), 3) for s in self.clip_starts],
+                **{task: np.round(h.timeline, 4).tolist() for task, h in self.heads.items()},
+            }
+        return out
