@@ -1,0 +1,315 @@
+"""Decode audio files into mono clips at a model's sample rate, block by block.
+
+libsndfile (through soundfile) decodes wav, aiff, flac, ogg/vorbis, opus and mp3; PyAV (FFmpeg's
+libraries, bundled in its wheel) decodes what libsndfile cannot, such as m4a/aac. Decoding,
+down-mixing, resampling (soxr) and slicing run on blocks, so a two-hour file never sits in
+memory whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "AudioError",
+    "ClipBatch",
+    "ClipStream",
+    "decode_blocks",
+    "find_audio",
+    "fingerprint",
+    "frame_clips",
+    "is_audio_path",
+    "load",
+    "to_mono",
+]
+
+AUDIO_EXTENSIONS = frozenset(
+    {".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".mp4", ".aac", ".wav", ".aif", ".aiff"}
+)
+SILENCE_PEAK = 1e-4  # -80 dBFS: a clip quieter than this everywhere is digital silence
+BLOCK_SECONDS = 30.0
+
+
+class AudioError(Exception):
+    """A file that cannot be analysed; the message is one line naming the reason."""
+
+
+def is_audio_path(path: str | Path) -> bool:
+    """Whether ``path`` has an extension genreml analyses."""
+    return Path(path).suffix.lower() in AUDIO_EXTENSIONS
+
+
+def find_audio(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """Files to analyse: each named file as given, and every audio file below each named
+    folder (recursive, sorted, hidden files and folders left out)."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith(".") and is_audio_path(name):
+                        yield Path(root) / name
+        else:
+            yield path
+
+
+def to_mono(block: np.ndarray) -> np.ndarray:
+    """Average the channels of a ``[frames, channels]`` block into ``[frames]`` float32."""
+    block = np.asarray(block, dtype=np.float32)
+    return block if block.ndim == 1 else block.mean(axis=1, dtype=np.float32)
+
+
+def frame_clips(y: np.ndarray, clip_length: int, hop_length: int) -> np.ndarray:
+    """Every full clip of ``clip_length`` samples in ``y``, ``hop_length`` apart.
+
+    Returns
+    -------
+    np.ndarray [shape=(n, clip_length)]
+        A read-only strided view; ``n`` is 0 when ``y`` is shorter than one clip.
+    """
+    if len(y) < clip_length:
+        return np.zeros((0, clip_length), dtype=y.dtype)
+    n = 1 + (len(y) - clip_length) // hop_length
+    windows = np.lib.stride_tricks.sliding_window_view(y, clip_length)
+    return windows[: (n - 1) * hop_length + 1 : hop_length]
+
+
+def _soundfile_blocks(path: Path, block_seconds: float) -> tuple[int, Iterator[np.ndarray]]:
+    f = sf.SoundFile(str(path))
+
+    def blocks() -> Iterator[np.ndarray]:
+        with f:
+            size = max(1, int(block_seconds * f.samplerate))
+            while True:
+                block = f.read(size, dtype="float32", always_2d=True)
+                if len(block) == 0:
+                    return
+                yield block
+
+    return f.samplerate, blocks()
+
+
+def _pyav_blocks(path: Path, block_seconds: float) -> tuple[int, Iterator[np.ndarray]]:
+    import av  # imported lazily: only files libsndfile cannot read need it
+
+    container = av.open(str(path))
+    if not container.streams.audio:
+        container.close()
+        raise AudioError("no audio stream")
+    stream = container.streams.audio[0]
+    sr = int(stream.codec_context.sample_rate or stream.rate or 0)
+    if sr <= 0:
+        container.close()
+        raise AudioError("unknown sample rate")
+    resampler = av.AudioResampler(format="fltp")  # planar float32, channels kept
+
+    def blocks() -> Iterator[np.ndarray]:
+        pending: list[np.ndarray] = []
+        have = 0
+        size = int(block_seconds * sr)
+        with container:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    arr = out.to_ndarray().T  # [samples, channels]
+                    pending.append(arr)
+                    have += len(arr)
+                if have >= size:
+                    yield np.concatenate(pending).astype(np.float32, copy=False)
+                    pending, have = [], 0
+        if pending:
+            yield np.concatenate(pending).astype(np.float32, copy=False)
+
+    return sr, blocks()
+
+
+def decode_blocks(
+    path: str | Path, block_seconds: float = BLOCK_SECONDS
+) -> tuple[int, Iterator[np.ndarray]]:
+    """Open ``path`` and return its native sample rate and an iterator of float32
+    ``[frames, channels]`` blocks.
+
+    Raises
+    ------
+    AudioError
+        When neither libsndfile nor FFmpeg can open the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError("no such file")
+    if path.stat().st_size == 0:
+        raise AudioError("empty file")
+    try:
+        return _soundfile_blocks(path, block_seconds)
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        try:
+            return _pyav_blocks(path, block_seconds)
+        except AudioError:
+            raise
+        except Exception as av_err:  # PyAV raises many error types for junk input
+            reason = getattr(av_err, "strerror", None) or _one_line(av_err)
+            raise AudioError(f"not decodable audio: {reason}") from av_err
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _mono_resampled(
+    path: str | Path, sr: int, block_seconds: float = BLOCK_SECONDS
+) -> Iterator[np.ndarray]:
+    """Mono float32 blocks of ``path`` at ``sr``."""
+    native_sr, blocks = decode_blocks(path, block_seconds)
+    resampler = None if native_sr == sr else soxr.ResampleStream(
+        native_sr, sr, 1, dtype="float32", quality="HQ"
+    )
+    try:
+        for block in blocks:
+            mono = to_mono(block)
+            yield mono if resampler is None else resampler.resample_chunk(mono, last=False)
+    except AudioError:
+        raise
+    except Exception as err:  # a decoder failing mid-stream: corrupt data
+        raise AudioError(f"decoding failed: {_one_line(err)}") from err
+    if resampler is not None:
+        yield resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+
+
+def load(path: str | Path, sr: int, max_seconds: float | None = None) -> np.ndarray:
+    """Decode ``path`` to mono float32 at ``sr`` (whole file, or its first ``max_seconds``)."""
+    out: list[np.ndarray] = []
+    have = 0
+    limit = None if max_seconds is None else int(max_seconds * sr)
+    for block in _mono_resampled(path, sr):
+        out.append(block)
+        have += len(block)
+        if limit is not None and have >= limit:
+            break
+    y = np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+    return y if limit is None else y[:limit]
+
+
+@dataclasses.dataclass
+class ClipBatch:
+    """Up to ``batch_size`` clips ``[n, samples]`` and their start times in seconds."""
+
+    clips: np.ndarray
+    starts: np.ndarray
+
+
+class ClipStream:
+    """Iterate over the clips of one file, decoded and resampled block by block.
+
+    Parameters
+    ----------
+    path : str or Path
+        Audio file.
+    sr : int
+        Target sample rate (the model's).
+    clip_seconds : float
+        Clip length.
+    hop_seconds : float, optional
+        Distance between clip starts; defaults to ``clip_seconds`` (no overlap).
+    batch_size : int
+        Clips per yielded :class:`ClipBatch`.
+
+    After iteration, ``duration`` holds the decoded length in seconds and ``skipped_silent``
+    the number of silent clips left out. A track shorter than one clip is repeated to fill one
+    clip. A track without one usable clip raises :class:`AudioError`.
+    """
+
+    def __init__(self, path: str | Path, sr: int, clip_seconds: float,
+                 hop_seconds: float | None = None, batch_size: int = 64) -> None:
+        self.path = Path(path)
+        self.sr = int(sr)
+        self.clip_length = int(round(clip_seconds * sr))
+        self.hop_length = int(round((hop_seconds or clip_seconds) * sr))
+        if self.clip_length <= 0 or self.hop_length <= 0:
+            raise ValueError("clip and hop lengths must be positive")
+        self.batch_size = batch_size
+        self.duration = 0.0
+        self.skipped_silent = 0
+
+    def __iter__(self) -> Iterator[ClipBatch]:
+        buffer = np.zeros(0, dtype=np.float32)
+        offset = 0  # sample index of buffer[0]
+        total = 0
+        emitted = 0
+        pending_clips: list[np.ndarray] = []
+        pending_starts: list[np.ndarray] = []
+        pending = 0
+
+        def flush() -> ClipBatch:
+            nonlocal pending_clips, pending_starts, pending
+            batch = ClipBatch(np.concatenate(pending_clips), np.concatenate(pending_starts))
+            pending_clips, pending_starts, pending = [], [], 0
+            return batch
+
+        for block in _mono_resampled(self.path, self.sr):
+            total += len(block)
+            buffer = np.concatenate([buffer, block]) if len(buffer) else block
+            clips = frame_clips(buffer, self.clip_length, self.hop_length)
+            if len(clips):
+                starts = offset + np.arange(len(clips)) * self.hop_length
+                kept = self._usable(clips)
+                pending_clips.append(np.array(clips[kept]))
+                pending_starts.append(starts[kept] / self.sr)
+                pending += int(kept.sum())
+                emitted += int(kept.sum())
+                consumed = len(clips) * self.hop_length
+                buffer = buffer[consumed:].copy()
+                offset += consumed
+            while pending >= self.batch_size:
+                batch = flush()
+                head = ClipBatch(batch.clips[: self.batch_size], batch.starts[: self.batch_size])
+                if len(batch.clips) > self.batch_size:
+                    pending_clips = [batch.clips[self.batch_size:]]
+                    pending_starts = [batch.starts[self.batch_size:]]
+                    pending = len(pending_clips[0])
+                yield head
+        self.duration = total / self.sr
+        if total == 0:
+            raise AudioError("no audio frames")
+        if emitted == 0 and offset == 0 and 0 < total < self.clip_length:
+            clip = np.resize(buffer, self.clip_length)[np.newaxis]  # repeat to fill one clip
+            kept = self._usable(clip)
+            if kept.all():
+                pending_clips.append(clip)
+                pending_starts.append(np.zeros(1))
+                pending += 1
+                emitted += 1
+        if emitted == 0:
+            raise AudioError("no usable clip: the audio is silent")
+        if pending:
+            yield flush()
+
+    def _usable(self, clips: np.ndarray) -> np.ndarray:
+        keep = np.abs(clips).max(axis=1) >= SILENCE_PEAK
+        self.skipped_silent += int((~keep).sum())
+        return keep
+
+
+def fingerprint(path: str | Path, seconds: float = 10.0, sr: int = 16000) -> str:
+    """A content fingerprint that survives renames, moves and tag edits.
+
+    SHA-1 of the first ``seconds`` of audio decoded to mono at ``sr`` and quantised to 16 bits,
+    plus the file's sample count over those seconds. Tags never enter it, so writing our tags
+    does not change it; re-encoding does (and should: it is then another file).
+    """
+    y = load(path, sr, max_seconds=seconds)
+    if len(y) == 0:
+        raise AudioError("no audio frames")
+    pcm = np.clip(np.round(y * 32767.0), -32768, 32767).astype("<i2")
+    return f"{hashlib.sha1(pcm.tobytes()).hexdigest()}:{len(pcm)}"
