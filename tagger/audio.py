@@ -68,7 +68,10 @@ def find_audio(paths: Iterable[str | Path]) -> Iterator[Path]:
 def to_mono(block: np.ndarray) -> np.ndarray:
     """Average the channels of a ``[frames, channels]`` block into ``[frames]`` float32."""
     block = np.asarray(block, dtype=np.float32)
-    return block if block.ndim == 1 else block.mean(axis=1, dtype=np.float32)
+    if block.ndim == 1:
+        return block
+    # a mat-vec product: several times faster than mean(axis=1) on interleaved frames
+    return block @ np.full(block.shape[1], 1.0 / block.shape[1], dtype=np.float32)
 
 
 def frame_clips(y: np.ndarray, clip_length: int, hop_length: int) -> np.ndarray:
