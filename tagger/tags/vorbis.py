@@ -1,0 +1,69 @@
+"""Vorbis comments: FLAC, Ogg Vorbis and Ogg Opus.
+
+One ``GENRE`` field per genre and one ``MOOD`` field, the names Picard, beets and Navidrome
+read. Field names are case-insensitive; existing fields are found in any case, ours are
+written upper-case. Setting a field removes its old entries and appends the new ones at the
+end, so every other comment keeps its relative order.
+"""
+
+from __future__ import annotations
+
+from mutagen import FileType
+from mutagen.flac import FLAC, Padding, VCFLACDict
+from mutagen.oggopus import OggOpus
+from mutagen.oggvorbis import OggVorbis
+
+__all__ = ["KINDS", "load", "read", "set_genres", "set_mood", "others", "save"]
+
+KINDS: tuple[type[FileType], ...] = (FLAC, OggVorbis, OggOpus)
+GENRE = "GENRE"
+MOOD = "MOOD"
+# FLAC blocks the comment rewrite may legitimately change: the comment itself, and the
+# padding that absorbs its growth. Everything else (stream info, pictures, seek table,
+# cue sheet, application data) must come back byte-identical.
+_REWRITTEN_BLOCKS = (VCFLACDict.code, Padding.code)
+
+
+def load(path: str, kind: type[FileType]) -> FileType:
+    """Open ``path``; a FLAC file without a comment block gets an empty one.
+
+    Ogg Vorbis and Opus always carry a comment header (the codec requires it).
+    """
+    f = kind(path)
+    if f.tags is None:
+        f.add_tags()
+    return f
+
+
+def read(f: FileType) -> tuple[list[str], str | None]:
+    """The genres and the mood stored in ``f``'s comment."""
+    genres = [v for v in f.tags.get(GENRE, []) if v]
+    mood = next((v for v in f.tags.get(MOOD, []) if v), None)
+    return genres, mood
+
+
+def set_genres(f: FileType, genres: list[str]) -> None:
+    """Replace the genres of ``f`` (in memory), one ``GENRE`` field each."""
+    f.tags[GENRE] = list(genres)
+
+
+def set_mood(f: FileType, mood: str) -> None:
+    """Replace the mood of ``f`` (in memory)."""
+    f.tags[MOOD] = [mood]
+
+
+def others(f: FileType) -> list[str]:
+    """A normalized dump of every comment that is not ours, the vendor string and (FLAC)
+    every other metadata block's bytes."""
+    ours = (GENRE, MOOD)
+    dump = [repr(("vendor", f.tags.vendor))]
+    dump += [repr((key, value)) for key, value in f.tags if key.upper() not in ours]
+    for block in getattr(f, "metadata_blocks", ()):
+        if block.code not in _REWRITTEN_BLOCKS:
+            dump.append(repr((type(block).__name__, block.write())))
+    return dump
+
+
+def save(f: FileType) -> None:
+    """Write the comment into ``f``'s file."""
+    f.save()
