@@ -1,0 +1,1 @@
+"""genreml trainer: labelled audio to ONNX models (needs the train extra)."""
