@@ -108,6 +108,7 @@ class TrackResult:
         if timeline:
             out["timeline"] = {
                 "clip_starts": [round(float(s), 3) for s in self.clip_starts],
-                **{task: np.round(h.timeline, 4).tolist() for task, h in self.heads.items()},
+                **{task: np.round(h.timeline.astype(float), 4).tolist()
+                   for task, h in self.heads.items()},
             }
         return out

@@ -1,0 +1,516 @@
+"""genreml for beets: several genres and a dominant mood per track, from local ONNX models.
+
+Thin commands over the :mod:`tagger` library; the analysis goes through
+:meth:`tagger.tagging.Tagger.result_for`, so a file the ``genreml`` CLI or the watch daemon
+already analysed is not analysed again.
+
+Fields written per item:
+
+``genres``              beets' own list field, under the ``fill`` / ``merge`` / ``force`` policy
+                        (:func:`tagger.tags.plan_tags`, the same rule as for file tags)
+``mood``                the dominant emotion, under the same policy; a media field, so
+                        ``beet write`` puts it in the file (``TMOO`` / ``TXXX:MOOD`` / ``MOOD``)
+``genreml_genres``      the model's genres, whatever the policy did to ``genres``
+``genreml_mood``        the model's dominant emotion, whatever the policy did to ``mood``
+``genreml_model``       the model id(s) the values come from
+``genre_<label>``,      one float per model label (slugified), for range queries such as
+``mood_<label>``        ``beet ls mood_calm:0.7..``
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import confuse
+from mediafile import (
+    ASFStorageStyle,
+    MediaField,
+    MediaFile,
+    MP3DescStorageStyle,
+    MP3StorageStyle,
+    MP4StorageStyle,
+    StorageStyle,
+    UnreadableFileError,
+)
+
+from beets import ui
+from beets.dbcore import types
+from beets.library import Item
+from beets.plugins import BeetsPlugin, find_plugins
+from beets.util import syspath
+from tagger.tags import MODES, FileTags, Policy, plan_tags
+
+if TYPE_CHECKING:
+    import optparse
+
+    from beets.importer import ImportSession, ImportTask
+    from beets.library import Library
+    from tagger.model import ModelSet
+    from tagger.result import TrackResult
+    from tagger.tagging import Tagger
+
+__all__ = ["GenremlPlugin", "field_name", "slugify"]
+
+DEVICES = ("auto", "cpu", "cuda")
+# Field prefix per model task: `genre_jazz`, `mood_calm`.
+PREFIXES = {"genre": "genre", "emotion": "mood"}
+# The fields the policy decides, both backed by file tags.
+MEDIA_FIELDS = ("genres", "mood")
+PROB_TYPE = types.Float(3)  # shown with three decimals: `beet ls -f '$mood_calm'` -> 0.734
+DEFAULT_MOOD_MIN_PROB = 0.5
+
+
+def slugify(label: str) -> str:
+    """A label as a field-name part: lower-case, each run of non-alphanumerics one ``_``.
+
+    >>> slugify("Pop/Rock"), slugify("R&B"), slugify("Hip-Hop / Rap")
+    ('pop_rock', 'r_b', 'hip_hop_rap')
+    """
+    return re.sub(r"[\W_]+", "_", label.lower()).strip("_")
+
+
+def field_name(task: str, label: str) -> str:
+    """The beets field holding ``label``'s probability: ``genre_jazz``, ``mood_calm``."""
+    return f"{PREFIXES[task]}_{slugify(label)}"
+
+
+class MoodField(MediaField):
+    """The ``mood`` media field, stored as :mod:`tagger.tags` stores it.
+
+    ID3v2.4 ``TMOO``; ID3v2.3 (beets' ``id3v23: yes``) has no ``TMOO`` (mutagen drops it on a
+    v2.3 save), so ``TXXX:MOOD`` there; the other spelling is removed so no reader keeps a stale
+    mood. Vorbis ``MOOD``, MP4 ``----:com.apple.iTunes:MOOD``, ASF ``WM/Mood``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            MP3StorageStyle("TMOO"),
+            MP3DescStorageStyle("MOOD"),
+            MP4StorageStyle("----:com.apple.iTunes:MOOD"),
+            StorageStyle("MOOD"),
+            ASFStorageStyle("WM/Mood"),
+        )
+
+    def __set__(self, mediafile: MediaFile, value: str | None) -> None:
+        if value is None:
+            value = ""
+        for style in self.styles(mediafile.mgfile):
+            if isinstance(style, MP3StorageStyle):  # TMOO or TXXX:MOOD, by the tag version
+                wanted = MP3DescStorageStyle if mediafile.id3v23 else MP3StorageStyle
+                if type(style) is not wanted:
+                    style.delete(mediafile.mgfile)
+                    continue
+            style.set(mediafile.mgfile, value)
+
+
+class GenremlPlugin(BeetsPlugin):
+    """``beet genreml``, ``beet genreml-playlist`` and tagging on import."""
+
+    def __init__(self, name: str | None = None) -> None:
+        super().__init__(name)
+        self.config.add({
+            "models": None,      # folder (or file) of genreml ONNX models; null: bundled
+            "device": "auto",    # auto, cpu or cuda
+            "threshold": None,   # genre threshold; null: the model's own
+            "policy": "fill",    # fill, merge or force, for `genres` and `mood`
+            "cache": None,       # results cache; null: genreml.db next to the library db
+            "auto": True,        # analyse items on import
+            "write": None,       # write file tags; null: follow import.write
+            "max_genres": None,  # at most this many genres; null: no limit
+        })
+        self._lock = threading.RLock()
+        self._model_set: ModelSet | None = None
+        self._model_error: Exception | None = None
+        self._fields: dict[tuple[str, str], str] | None = None
+        self._taggers: dict[Path, Tagger] = {}
+        self._import_failed = False
+        self._in_item_types = False
+        try:
+            self.add_media_field("mood", MoodField())
+        except ValueError:  # defined already (another plugin, or an earlier instance)
+            Item._media_fields.add("mood")
+        if self.config["auto"].get(bool):
+            self.import_stages = [self.imported]
+        self.register_listener("cli_exit", self._close)
+
+    # -- configuration and lazy state
+
+    @property
+    def item_types(self) -> dict[str, types.Type]:
+        """Typed fields; one float per label of the configured models.
+
+        Without loadable models only the label-independent fields are typed: beets still
+        starts, and ``beet genreml`` says what is wrong with the models.
+        """
+        out: dict[str, types.Type] = {"genreml_genres": types.MULTI_VALUE_DSV}
+        if self._in_item_types:  # another plugin's item_types asked for ours
+            return out
+        try:
+            fields = self._label_fields()
+        except Exception as err:  # models or configuration: reported by the commands
+            self._log.debug("no label fields: {}", err)
+            return out
+        # Another plugin may type a field of the same name (acousticbrainz: mood_happy);
+        # two types for one field would stop beets, so theirs wins.
+        others: set[str] = set()
+        self._in_item_types = True
+        try:
+            for plugin in find_plugins():
+                if plugin is not self:
+                    with contextlib.suppress(Exception):
+                        others.update(getattr(plugin, "item_types", {}) or {})
+        finally:
+            self._in_item_types = False
+        for field in fields.values():
+            if field in others:
+                self._log.debug("{} is typed by another plugin; sharing it", field)
+            else:
+                out[field] = PROB_TYPE
+        return out
+
+    def _policy(self, override: str | None = None) -> Policy:
+        return Policy.of(override or self.config["policy"].as_choice(MODES))
+
+    def _models(self) -> ModelSet:
+        """The configured models, loaded on first use, once per process.
+
+        Raises
+        ------
+        tagger.model.ModelError
+        """
+        with self._lock:
+            if self._model_set is None and self._model_error is None:
+                from tagger.model import ModelError, load_models
+
+                folder = self.config["models"].get(confuse.Optional(confuse.Filename()))
+                device = self.config["device"].as_choice(DEVICES)
+                try:
+                    self._model_set = load_models(folder, device=device)
+                except ModelError as err:
+                    self._model_error = err
+                else:
+                    self._log.debug("models: {} on {}", self._model_ids(),
+                                    self._model_set.providers)
+            if self._model_error is not None:
+                raise self._model_error
+            assert self._model_set is not None
+            return self._model_set
+
+    def _model_ids(self) -> str:
+        assert self._model_set is not None
+        return ", ".join(dict.fromkeys(i.id for i in self._model_set.identities.values()))
+
+    def _label_fields(self) -> dict[tuple[str, str], str]:
+        """``(task, label) -> field`` for every label of the models; labels that slugify to
+        nothing or to a field another label took are left out (with a warning)."""
+        with self._lock:
+            if self._fields is None:
+                fields: dict[tuple[str, str], str] = {}
+                taken: dict[str, str] = {}
+                for model in self._models().models:
+                    for head in model.heads:
+                        for label in head.labels:
+                            field = field_name(head.task, label)
+                            if field == f"{PREFIXES[head.task]}_":
+                                self._log.warning("label {!r} has no field name; skipped", label)
+                            elif field in taken:
+                                self._log.warning("labels {!r} and {!r} both map to {}; "
+                                                  "keeping the first", taken[field], label, field)
+                            else:
+                                taken[field] = label
+                                fields[(head.task, label)] = field
+                self._fields = fields
+            return self._fields
+
+    def _cache_path(self, lib: Library) -> Path:
+        configured = self.config["cache"].get(confuse.Optional(confuse.Filename()))
+        if configured:
+            return Path(configured)
+        if str(lib.path) == ":memory:":
+            from tagger.cache import default_cache_path
+
+            return default_cache_path()
+        return Path(lib.path).parent / "genreml.db"
+
+    def _tagger(self, lib: Library) -> Tagger:
+        """The tagger for ``lib``'s cache (models loaded on first use).
+
+        Raises
+        ------
+        tagger.model.ModelError, tagger.cache.CacheError
+        """
+        path = self._cache_path(lib)
+        with self._lock:
+            tagger = self._taggers.get(path)
+            if tagger is None:
+                from tagger.cache import Cache
+                from tagger.tagging import Tagger
+
+                threshold = self.config["threshold"].get(confuse.Optional(float))
+                if threshold is not None and not 0.0 < threshold < 1.0:
+                    raise ui.UserError("genreml.threshold must be between 0 and 1")
+                max_genres = self.config["max_genres"].get(confuse.Optional(int))
+                tagger = Tagger(self._models(), Cache(path), policy=self._policy(), write=False,
+                                threshold=threshold, max_genres=max_genres)
+                self._taggers[path] = tagger
+            return tagger
+
+    def _tagger_or_fail(self, lib: Library) -> Tagger:
+        from tagger.cache import CacheError
+        from tagger.model import ModelError
+
+        try:
+            return self._tagger(lib)
+        except (ModelError, CacheError) as err:
+            raise ui.UserError(f"genreml: {err}") from err
+
+    def _close(self, **_: Any) -> None:
+        with self._lock:
+            for tagger in self._taggers.values():
+                tagger.cache.close()
+            self._taggers.clear()
+
+    # -- the work on one item
+
+    def _result(self, item: Item, tagger: Tagger, reanalyse: bool = False
+                ) -> tuple[TrackResult, str] | None:
+        """The item's analysis (cache first), or None after logging why there is none."""
+        from tagger.audio import AudioError
+
+        try:
+            return tagger.result_for(item.filepath, reanalyse=reanalyse)
+        except (AudioError, OSError) as err:
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+            self._log.error("{}: {}", item.filepath, reason)
+        except Exception as err:  # one broken file must not end a library-wide run
+            self._log.error("{}: {}: {}", item.filepath, type(err).__name__, err)
+            self._log.debug("traceback", exc_info=True)
+        return None
+
+    def _apply(self, item: Item, result: TrackResult, policy: Policy) -> list[str]:
+        """Set the item's fields from ``result`` (in memory); return the changed fields."""
+        genres = [label for label, _ in result.genres]
+        mood = result.emotion[0] if result.emotion else None
+        plan = plan_tags(FileTags(list(item.get("genres") or []), item.get("mood") or None),
+                         genres, mood, policy)
+        values: dict[str, Any] = {
+            "genres": plan.genre.new,
+            "genreml_genres": genres,
+            "genreml_model": ", ".join(dict.fromkeys(h.model.id for h in result.heads.values())),
+        }
+        if plan.mood.new is not None:
+            values["mood"] = plan.mood.new
+        if mood is not None:
+            values["genreml_mood"] = mood
+        fields = self._label_fields()
+        for task, head in result.heads.items():
+            for label, prob in head.prob_dict().items():
+                field = fields.get((task, label))
+                if field is not None:
+                    values[field] = round(prob, 4)
+        before = {key: item.get(key) for key in values}
+        item.update(values)
+        return [key for key in values if item.get(key) != before[key]]
+
+    @staticmethod
+    def _file_disagrees(item: Item) -> bool:
+        """Whether the file's genres or mood differ from the item's (or cannot be read)."""
+        try:
+            media = MediaFile(syspath(item.path))
+        except UnreadableFileError:
+            return True  # try_write will say why
+        return (list(media.genres or []) != list(item.genres)
+                or (media.mood or None) != (item.get("mood") or None))
+
+    @staticmethod
+    def _summary(item: Item, result: TrackResult, source: str) -> str:
+        genres = ", ".join(f"{label} {prob:.2f}" for label, prob in result.genres) or "-"
+        mood = f" | {result.emotion[0]} {result.emotion[1]:.2f}" if result.emotion else ""
+        return f"{format(item)}: {genres}{mood} ({source})"
+
+    # -- commands
+
+    def commands(self) -> list[ui.Subcommand]:
+        tag = ui.Subcommand("genreml", help="tag genres and mood from audio (local models)")
+        tag.parser.usage += " [QUERY]"
+        tag.parser.add_option("-p", "--pretend", action="store_true", default=False,
+                              help="show what would change; store and write nothing")
+        tag.parser.add_option("-f", "--force", action="store_true", default=False,
+                              help="re-analyse even when the cache has a result")
+        tag.parser.add_option("--policy", choices=MODES, default=None,
+                              help="fill (default: keep existing genres / mood), merge "
+                                   "(append) or force (replace)")
+        tag.parser.add_option("-w", "--write", action="store_true", dest="write", default=None,
+                              help="write tags to files (default: import.write)")
+        tag.parser.add_option("-W", "--nowrite", action="store_false", dest="write",
+                              help="don't write tags to files, only the library")
+        tag.func = self.tag_command
+
+        playlist = ui.Subcommand("genreml-playlist",
+                                 help="write an M3U playlist by mood and/or genre probability")
+        playlist.parser.usage += " [QUERY]"
+        playlist.parser.add_option("--mood", help="order by this mood's probability")
+        playlist.parser.add_option("--genre",
+                                   help="only tracks the model tagged with this genre")
+        playlist.parser.add_option(
+            "--min-prob", type="float", default=None,
+            help=f"lowest probability of the ordering label (the mood, else the genre); "
+                 f"default {DEFAULT_MOOD_MIN_PROB} for a mood, none for a genre")
+        playlist.parser.add_option("--limit", type="int", default=None,
+                                   help="at most N tracks")
+        playlist.parser.add_option("-o", "--output", metavar="FILE",
+                                   help="write the playlist to FILE (default: stdout)")
+        playlist.func = self.playlist_command
+        return [tag, playlist]
+
+    def tag_command(self, lib: Library, opts: optparse.Values, args: list[str]) -> None:
+        """``beet genreml [-p] [-f] [--policy P] [-w|-W] [QUERY]``."""
+        policy = self._policy(opts.policy)
+        write = ui.should_write(
+            opts.write if opts.write is not None
+            else self.config["write"].get(confuse.Optional(bool)))
+        tagger = self._tagger_or_fail(lib)
+        items = list(lib.items(args))
+        counts = {"changed": 0, "unchanged": 0, "failed": 0}
+        for item in self._progress(items):
+            found = self._result(item, tagger, reanalyse=opts.force)
+            if found is None:
+                counts["failed"] += 1
+                continue
+            result, source = found
+            changed = self._apply(item, result, policy)
+            counts["changed" if changed else "unchanged"] += 1
+            with self._print_lock():
+                ui.print_(self._summary(item, result, source))
+                ui.show_model_changes(item, fields=MEDIA_FIELDS, print_obj=False)
+            if opts.pretend:
+                continue
+            wrote = write and self._file_disagrees(item) and item.try_write()
+            item.store()
+            if wrote:  # our own write must not look like a new file to the cache
+                tagger.cache.update_stat(item.filepath)
+        verb = "would change" if opts.pretend else "changed"
+        self._log.info("{} items: {} {}, {} unchanged, {} failed", len(items), verb,
+                       counts["changed"], counts["unchanged"], counts["failed"])
+
+    def playlist_command(self, lib: Library, opts: optparse.Values, args: list[str]) -> None:
+        """``beet genreml-playlist --mood M [--genre G] [--min-prob P] [--limit N] [-o F]``."""
+        if not opts.mood and not opts.genre:
+            raise ui.UserError("give --mood and/or --genre")
+        task, label = ("emotion", opts.mood) if opts.mood else ("genre", opts.genre)
+        key = self._known_field(task, label)
+        min_prob = opts.min_prob if opts.min_prob is not None else (
+            DEFAULT_MOOD_MIN_PROB if opts.mood else 0.0)
+        items: Iterable[Item] = lib.items([*args, f"{key}:{min_prob}.."])
+        if opts.genre:
+            self._known_field("genre", opts.genre)
+            want = slugify(opts.genre)
+            items = [i for i in items
+                     if want in {slugify(g) for g in i.get("genreml_genres") or []}]
+        ordered = sorted(items, key=lambda i: (-float(i.get(key) or 0.0), str(i.filepath)))
+        if opts.limit is not None:
+            ordered = ordered[: max(opts.limit, 0)]
+        lines = m3u_lines(ordered)
+        if opts.output:
+            write_text_atomically(Path(opts.output), "".join(f"{line}\n" for line in lines))
+            self._log.info("{} tracks written to {}", len(ordered), opts.output)
+        else:
+            for line in lines:
+                ui.print_(line)
+
+    def _known_field(self, task: str, label: str) -> str:
+        """The field of a label of the configured models, or a UserError listing them."""
+        try:
+            fields = self._label_fields()
+        except Exception as err:
+            raise ui.UserError(f"genreml: {err}") from err
+        wanted = field_name(task, label)
+        known = {field: lbl for (t, lbl), field in fields.items() if t == task}
+        if wanted not in known:
+            what = "mood" if task == "emotion" else "genre"
+            raise ui.UserError(f"unknown {what} {label!r}; the models know: "
+                               + ", ".join(sorted(known.values())))
+        return wanted
+
+    # -- import
+
+    def imported(self, session: ImportSession, task: ImportTask) -> None:
+        """Import stage: analyse the new items; a file that fails is logged and skipped.
+
+        Only the library is updated here: beets writes the file tags itself afterwards when
+        ``import.write`` is on.
+        """
+        if self._import_failed:
+            return
+        try:
+            tagger = self._tagger(session.lib)
+        except Exception as err:  # models or cache: say so once, never block the import
+            self._import_failed = True
+            self._log.error("genreml: not analysing imported items: {}", err)
+            return
+        policy = self._policy()
+        for item in task.imported_items():
+            found = self._result(item, tagger)
+            if found is None:
+                continue
+            result, source = found
+            self._apply(item, result, policy)
+            item.store()
+            self._log.info("{}", self._summary(item, result, source))
+
+    # -- output helpers
+
+    @contextlib.contextmanager
+    def _print_lock(self) -> Iterator[None]:
+        """Print without garbling the progress bar (if one is shown)."""
+        from tqdm import tqdm
+
+        with tqdm.external_write_mode(file=sys.stdout):
+            yield
+
+    @staticmethod
+    def _progress(items: Sequence[Item]) -> Iterable[Item]:
+        """A progress bar on stderr for more than one item, when stderr is a terminal."""
+        from tqdm import tqdm
+
+        return tqdm(items, desc="genreml", unit="item", file=sys.stderr, leave=False,
+                    disable=True if len(items) <= 1 else None, dynamic_ncols=True)
+
+
+def m3u_lines(items: Iterable[Item]) -> list[str]:
+    """Extended M3U: ``#EXTM3U``, then ``#EXTINF:<seconds>,<artist> - <title>`` and the path
+    per item (line breaks inside tags are flattened so they cannot start an entry)."""
+    lines = ["#EXTM3U"]
+    for item in items:
+        seconds = round(item.length) if item.length and item.length > 0 else -1
+        title = item.title or item.filepath.stem
+        name = f"{item.artist} - {title}" if item.artist else title
+        lines.append(f"#EXTINF:{seconds},{' '.join(name.split())}")
+        lines.append(os.fsdecode(item.path))
+    return lines
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` (UTF-8; undecodable path bytes kept) in one rename, so a
+    player never reads half a playlist."""
+    path = path.expanduser()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="\n") as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as open() would have made it, not mkstemp's 0600
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
