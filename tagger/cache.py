@@ -37,6 +37,7 @@ Timestamps are UTC. Paths are stored absolute (not symlink-resolved).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import json
@@ -59,7 +60,6 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     LargeBinary,
-    Row,
     Select,
     UniqueConstraint,
     and_,
@@ -78,6 +78,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -116,6 +117,7 @@ DEFAULT_GENRE_THRESHOLD = 0.2
 _CHUNK = 500
 # Execution option that makes the "begin" listener emit BEGIN IMMEDIATE.
 _IMMEDIATE = "genreml_begin_immediate"
+_DIALECT = SQLiteDialect_pysqlite()  # compiles the per-file lookup once (_lookup_query)
 
 PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 Models = Union[Mapping[str, ModelIdentity], Sequence[ModelIdentity]]
@@ -520,21 +522,53 @@ def _by_path_select(wanted: _Wanted, many: bool) -> Select[Any]:
     return _track_select(where, wanted)
 
 
-def _load(conn: Connection, stmt: Select[Any], params: Mapping[str, Any] | None = None,
-          wanted: _Wanted | None = None, current: Mapping[str, tuple[int, int]] | None = None
-          ) -> dict[str, TrackResult]:
-    """Rebuild the TrackResults of the rows of ``stmt`` (a :func:`_track_select`).
+def _collect(rows: Iterable[Any], wanted: _Wanted | None = None,
+             current: Mapping[str, tuple[int, int]] | None = None) -> dict[str, TrackResult]:
+    """Rebuild TrackResults from rows of a :func:`_track_select`.
 
     With ``wanted``, only tracks holding a fresh result of every wanted model are returned;
     with ``current`` (path -> (size, mtime_ns)), only tracks whose stored stat equals it.
     """
-    by_path: dict[str, list[Row[Any]]] = defaultdict(list)
-    for row in conn.execute(stmt, params or {}):
+    by_path: dict[str, list[Any]] = defaultdict(list)
+    for row in rows:
         if current is None or current.get(row.path) == (row.size, row.mtime_ns):
             by_path[row.path].append(row)
     if wanted is not None:
         by_path = {p: rows for p, rows in by_path.items() if _covers(rows, wanted)}
     return {path: _track_result(path, rows) for path, rows in by_path.items()}
+
+
+def _load(conn: Connection, stmt: Select[Any], params: Mapping[str, Any] | None = None,
+          wanted: _Wanted | None = None, current: Mapping[str, tuple[int, int]] | None = None
+          ) -> dict[str, TrackResult]:
+    """:func:`_collect` the rows of ``stmt`` run on ``conn``."""
+    return _collect(conn.execute(stmt, params or {}), wanted, current)
+
+
+class _DriverQuery(NamedTuple):
+    """The one-path lookup statement, compiled once to the driver's SQL.
+
+    A per-file lookup run this way skips SQLAlchemy's per-execution work and the
+    BEGIN/COMMIT round trip (one SELECT is atomic on its own): 2-3 times faster (~0.15 ms).
+    """
+
+    sql: str
+    params: tuple[Any, ...]  # the model identities; the path goes at path_index
+    path_index: int
+    row: Any  # a namedtuple class named after the selected columns
+
+
+@functools.lru_cache(maxsize=32)
+def _lookup_query(wanted: _Wanted) -> _DriverQuery:
+    stmt = _by_path_select(wanted, many=False)
+    compiled = stmt.compile(dialect=_DIALECT)
+    names = list(compiled.positiontup or ())
+    return _DriverQuery(
+        sql=compiled.string,
+        params=tuple(compiled.params[name] for name in names),
+        path_index=names.index("path"),
+        row=collections.namedtuple("_LookupRow", list(stmt.selected_columns.keys())),
+    )
 
 
 def _result_info(row: ResultRow) -> dict[str, Any]:
@@ -773,9 +807,16 @@ class Cache:
         st = stat if stat is not None else _stat(key)
         if st is None:
             return None
-        with self._connect() as conn:
-            return _load(conn, _by_path_select(wanted, many=False), {"path": key}, wanted,
-                         {key: (st.st_size, st.st_mtime_ns)}).get(key)
+        query = _lookup_query(wanted)
+        params = list(query.params)
+        params[query.path_index] = os.fsencode(key)  # as FsPath binds it
+        conn = self._engine.raw_connection()
+        try:
+            raw = conn.driver_connection.execute(query.sql, params).fetchall()
+        finally:
+            conn.close()
+        rows = [query.row(os.fsdecode(r[0]), *r[1:]) for r in raw]  # path comes first
+        return _collect(rows, wanted, {key: (st.st_size, st.st_mtime_ns)}).get(key)
 
     def lookup_many(self, paths: Iterable[PathLike], models: Models,
                     stats: Mapping[str, os.stat_result] | None = None
