@@ -91,7 +91,7 @@ from sqlalchemy.orm import (
 )
 from sqlalchemy.types import TypeDecorator
 
-from .result import HeadResult, ModelIdentity, TrackResult
+from .result import DEFAULT_GENRE_THRESHOLD, HeadResult, ModelIdentity, TrackResult
 
 __all__ = [
     "Cache",
@@ -111,8 +111,6 @@ SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
 JOB_STATES = ("pending", "running", "done", "failed")
 GENRE_TASK = "genre"
-# What TrackResult.genres uses when the genre model has no threshold of its own.
-DEFAULT_GENRE_THRESHOLD = 0.2
 # Paths / ids per IN (...) query: well under SQLite's bound-parameter limit.
 _CHUNK = 500
 # Execution option that makes the "begin" listener emit BEGIN IMMEDIATE.

@@ -7,7 +7,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HeadResult", "ModelIdentity", "TrackResult", "decide_genres", "decide_emotion"]
+__all__ = ["DEFAULT_GENRE_THRESHOLD", "HeadResult", "ModelIdentity", "TrackResult",
+           "decide_emotion", "decide_genres"]
+
+
+DEFAULT_GENRE_THRESHOLD = 0.2  # a genre is tagged when its probability is >= this
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +83,9 @@ class TrackResult:
         if head is None:
             return []
         threshold = self.threshold if self.threshold is not None else head.threshold
-        return decide_genres(head.labels, head.probs, 0.2 if threshold is None else threshold,
-                             self.max_genres)
+        if threshold is None:
+            threshold = DEFAULT_GENRE_THRESHOLD
+        return decide_genres(head.labels, head.probs, threshold, self.max_genres)
 
     @property
     def emotion(self) -> tuple[str, float] | None:
