@@ -243,7 +243,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     try:
         settings = WatchSettings(settle=args.settle, poll=args.poll,
                                  poll_interval=args.poll_interval, workers=args.workers,
-                                 max_attempts=args.max_attempts, retry_delay=args.retry_delay)
+                                 max_attempts=args.max_attempts, retry_delay=args.retry_delay,
+                                 stop_grace=args.stop_grace)
     except ValueError as err:
         raise UsageError(str(err)) from err
     policy = _policy(args)
@@ -256,9 +257,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 Tagger, analyzer.models, cache, policy, hop_seconds=args.hop,
                 threshold=args.threshold, max_genres=args.max_genres)
             daemon = Daemon(dirs, make_tagger, settings, beets=beets)
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: daemon.stop())
-            status = daemon.run()
+            previous = {sig: signal.signal(sig, daemon.request_stop)
+                        for sig in (signal.SIGTERM, signal.SIGINT)}
+            try:
+                status = daemon.run()
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
         except DaemonError as err:
             raise UsageError(str(err)) from err
         if daemon.abandoned:
@@ -374,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tries per file before it is given up on (default: 5)")
     p.add_argument("--retry-delay", type=float, default=30.0, metavar="SECONDS",
                    help="wait before the first retry, doubled for each next one (default: 30)")
+    p.add_argument("--stop-grace", type=float, default=3.0, metavar="SECONDS",
+                   help="on SIGTERM, let a file in progress finish for this long, then leave it "
+                   "queued for the next start (default: 3)")
     p.add_argument("--beets", action="store_true",
                    help="also update the file's item in the beets library (beets' own config)")
     _add_policy_options(p)

@@ -36,7 +36,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
@@ -836,6 +836,61 @@ def convert_backbone(
         tmp.unlink(missing_ok=True)
     logger.info("%s -> %s (%.2f MB, parity %.2e, %.1f s)", model, out_path,
                 out_path.stat().st_size / 1e6, diff, time.perf_counter() - start)
+    return out_path
+
+
+def stack_backbones(paths: Sequence[Path | str], out_path: Path | str) -> Path:
+    """Run several converted backbones side by side as one ONNX graph.
+
+    The models share the input ``mel``; each output name of the first model becomes the
+    concatenation (last axis) of that output over all models, in the given order. Used to
+    train heads on MSD and MTT embeddings together with one backbone file.
+
+    Parameters
+    ----------
+    paths : sequence of path
+        Backbones from :func:`convert_backbone`, with the same input and output names.
+    out_path : path
+        Where to write the stacked model.
+
+    Returns
+    -------
+    Path
+        ``out_path``.
+    """
+    import onnx
+    from onnx import compose, helper
+
+    models = [onnx.load(str(p)) for p in paths]
+    outputs = [o.name for o in models[0].graph.output]
+    nodes, inits = [], []
+    for i, m in enumerate(models):
+        prefix = f"b{i}/"
+        m = compose.add_prefix(m, prefix)
+        for node in m.graph.node:  # the shared input keeps its name
+            node.input[:] = [INPUT_NAME if x == prefix + INPUT_NAME else x for x in node.input]
+        nodes += m.graph.node
+        inits += m.graph.initializer
+    concat_outputs = []
+    for name in outputs:
+        nodes.append(helper.make_node("Concat", [f"b{i}/{name}" for i in range(len(models))],
+                                      [name], axis=-1))
+        width = OUTPUT_DIMS[name] * len(models)
+        concat_outputs.append(helper.make_tensor_value_info(
+            name, onnx.TensorProto.FLOAT, ["batch", width]))
+    graph = helper.make_graph(nodes, "genreml_stacked_backbones",
+                              [models[0].graph.input[0]], concat_outputs, inits)
+    stacked = helper.make_model(graph, opset_imports=models[0].opset_import)
+    stacked.ir_version = models[0].ir_version
+    meta = {e.key: e.value for e in models[0].metadata_props}
+    meta["genreml.backbone"] = "+".join(
+        {e.key: e.value for e in m.metadata_props}.get("genreml.backbone", f"b{i}")
+        for i, m in enumerate(models))
+    meta.pop("genreml.tags", None)
+    onnx.helper.set_model_props(stacked, meta)
+    onnx.checker.check_model(stacked)
+    out_path = Path(out_path)
+    onnx.save(stacked, out_path)
     return out_path
 
 
