@@ -176,7 +176,7 @@ class GenremlPlugin(BeetsPlugin):
                 out[field] = PROB_TYPE
         return out
 
-    def _policy(self, override: str | None = None) -> Policy:
+    def policy(self, override: str | None = None) -> Policy:
         return Policy.of(override or self.config["policy"].as_choice(MODES))
 
     def _models(self) -> ModelSet:
@@ -258,7 +258,7 @@ class GenremlPlugin(BeetsPlugin):
                 if threshold is not None and not 0.0 < threshold < 1.0:
                     raise ui.UserError("genreml.threshold must be between 0 and 1")
                 max_genres = self.config["max_genres"].get(confuse.Optional(int))
-                tagger = Tagger(self._models(), Cache(path), policy=self._policy(), write=False,
+                tagger = Tagger(self._models(), Cache(path), policy=self.policy(), write=False,
                                 threshold=threshold, max_genres=max_genres)
                 self._taggers[path] = tagger
             return tagger
@@ -295,7 +295,7 @@ class GenremlPlugin(BeetsPlugin):
             self._log.debug("traceback", exc_info=True)
         return None
 
-    def _apply(self, item: Item, result: TrackResult, policy: Policy) -> list[str]:
+    def apply_result(self, item: Item, result: TrackResult, policy: Policy) -> list[str]:
         """Set the item's fields from ``result`` (in memory); return the changed fields."""
         genres = [label for label, _ in result.genres]
         mood = result.emotion[0] if result.emotion else None
@@ -373,7 +373,7 @@ class GenremlPlugin(BeetsPlugin):
 
     def tag_command(self, lib: Library, opts: optparse.Values, args: list[str]) -> None:
         """``beet genreml [-p] [-f] [--policy P] [-w|-W] [QUERY]``."""
-        policy = self._policy(opts.policy)
+        policy = self.policy(opts.policy)
         write = ui.should_write(
             opts.write if opts.write is not None
             else self.config["write"].get(confuse.Optional(bool)))
@@ -386,7 +386,7 @@ class GenremlPlugin(BeetsPlugin):
                 counts["failed"] += 1
                 continue
             result, source = found
-            changed = self._apply(item, result, policy)
+            changed = self.apply_result(item, result, policy)
             counts["changed" if changed else "unchanged"] += 1
             with self._print_lock():
                 ui.print_(self._summary(item, result, source))
@@ -456,13 +456,13 @@ class GenremlPlugin(BeetsPlugin):
             self._import_failed = True
             self._log.error("genreml: not analysing imported items: {}", err)
             return
-        policy = self._policy()
+        policy = self.policy()
         for item in task.imported_items():
             found = self._result(item, tagger)
             if found is None:
                 continue
             result, source = found
-            self._apply(item, result, policy)
+            self.apply_result(item, result, policy)
             item.store()
             self._log.info("{}", self._summary(item, result, source))
 

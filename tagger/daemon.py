@@ -575,11 +575,9 @@ class BeetsLibrary:
         config["genreml"].set(overrides)  # before the plugin is created and reads them
         plugins.load_plugins()
         plugin = next((p for p in plugins.find_plugins() if p.name == "genreml"), None)
-        if plugin is None:
-            from beetsplug.genreml import GenremlPlugin
-
-            log.warning("the genreml plugin is not in beets' `plugins:`; using it anyway")
-            plugin = GenremlPlugin()
+        if plugin is None:  # tagger never imports beetsplug: beets loads it from its config
+            raise DaemonError("--beets needs the genreml plugin in beets' config "
+                              "(plugins: genreml)")
         self.plugin = plugin
         try:
             self.lib = library.Library(config["library"].as_path(),
@@ -606,8 +604,7 @@ class BeetsLibrary:
         if item is None:
             log.debug("%s is not in the beets library", outcome.path)
             return False
-        # TODO(beetsplug): use the plugin's public apply helper once it has one.
-        changed = self.plugin._apply(item, outcome.result, self.plugin._policy())
+        changed = self.plugin.apply_result(item, outcome.result, self.plugin.policy())
         item.store()
         log.debug("beets item %s: %s", item.id, ", ".join(changed) or "unchanged")
         return True
