@@ -402,8 +402,12 @@ def _validate(model: "keras.Model", config: TrainConfig, dataset: Dataset,
     threshold = None
     if config.task == "genre":
         threshold = tune_threshold(targets, probs) if config.tune_threshold else config.threshold
-    return threshold, task_metrics(targets, probs, dataset.labels, dataset.multi_label,
-                                   threshold)
+    metrics = task_metrics(targets, probs, dataset.labels, dataset.multi_label, threshold)
+    if threshold is not None and threshold != config.threshold:
+        # both figures, so a card can say what tuning bought over the default threshold
+        metrics["micro_f1_at_default"] = task_metrics(
+            targets, probs, dataset.labels, dataset.multi_label, config.threshold)["micro_f1"]
+    return threshold, metrics
 
 
 def _write_json(path: Path, data: dict) -> None:

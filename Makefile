@@ -1,0 +1,18 @@
+# Reproducible chores. `make test` runs the suite (after the install line of README.md).
+PYTHON ?= python
+
+.PHONY: test models bench
+
+test:
+	$(PYTHON) -m pytest -q
+
+# Rebuild the bundled models from ../shared/data/4q (train extra + musicnn needed).
+models:
+	$(PYTHON) scripts/build_default_models.py
+
+# Benchmarks, pinned to 2 cores like CI; figures go into README.md by hand.
+bench:
+	taskset -c 0,1 $(PYTHON) bench/bench_pipeline.py
+	taskset -c 0,1 $(PYTHON) bench/bench_cache.py
+	taskset -c 0,1 $(PYTHON) bench/bench_daemon.py
+	$(PYTHON) bench/bench_default_models.py
