@@ -75,3 +75,54 @@ def test_timeline_follows_the_music(tmp_path):
     assert timeline[:3, 0].min() > 0.5 and timeline[3:, 2].min() > 0.5
     data = result.to_dict(timeline=True)
     assert len(data["timeline"]["genre"]) == 6
+
+
+def test_prefetch_keeps_order_and_passes_errors_on():
+    import threading
+
+    from tagger.predict import prefetch
+
+    assert list(prefetch(iter(range(50)), depth=2)) == list(range(50))
+
+    def broken():
+        yield 1
+        raise ValueError("decoder broke")
+
+    got = []
+    with pytest.raises(ValueError, match="decoder broke"):
+        for x in prefetch(broken()):
+            got.append(x)
+    assert got == [1]
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    gen = prefetch(endless(), depth=1)
+    assert next(gen) == 0
+    gen.close()  # the consumer stops: the producer must stop too
+    for t in threading.enumerate():
+        if t.name == "genreml-prefetch":
+            t.join(timeout=2)
+            assert not t.is_alive()
+    assert len(produced) <= 4
+
+
+def test_a_decoding_error_mid_file_reaches_the_caller(tmp_path):
+    from tagger.audio import AudioError
+
+    path = make_audio(tmp_path / "a.flac", seconds=40.0, sr=22050, kind="noise")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2:] = b"\x00" * (len(data) - len(data) // 2)
+    path.write_bytes(bytes(data))
+    analyzer = Analyzer(load_models(om.band_model(tmp_path / "m.onnx")))
+    try:
+        result = analyzer.analyze(path)
+    except AudioError as err:
+        assert "\n" not in str(err)
+    else:
+        assert 0 < result.clips < 40
