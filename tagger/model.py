@@ -57,9 +57,10 @@ __all__ = [
 FORMAT_VERSION = "1"
 TASKS = ("genre", "emotion")
 PREFIX = "genreml."
-# Clips per onnxruntime call. Convolution activations dominate memory (about 70 MB per clip for
-# the default model): 4 keeps a process near 450 MB, runs as fast as 32 on 2 cores.
-BATCH_SIZE = 4
+# Clips per onnxruntime call. Convolution activations dominate memory (about 25 MB per clip for
+# the default model); on 2 cores 8 was the fastest of 4/8/16/32 for both the default model and a
+# musicnn-sized one, at a third of the memory of 32.
+BATCH_SIZE = 8
 REQUIRED_KEYS = ("format", "name", "version", "sample_rate", "clip_seconds", "features", "heads")
 
 

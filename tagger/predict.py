@@ -4,11 +4,8 @@ aggregation."""
 from __future__ import annotations
 
 import logging
-import queue
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 
@@ -19,51 +16,7 @@ from .result import HeadResult, TrackResult
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Analyzer", "aggregate", "prefetch"]
-
-T = TypeVar("T")
-_DONE = object()
-
-
-def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """Produce ``items`` in a background thread, up to ``depth`` ahead of the consumer.
-
-    An exception in the producer is raised in the consumer; a consumer that stops early
-    stops the producer at its next item.
-    """
-    slots: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put(item):
-                    return
-            put(_DONE)
-        except BaseException as err:  # handed over to the consumer's thread
-            put(err)
-
-    worker = threading.Thread(target=produce, name="genreml-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = slots.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
+__all__ = ["Analyzer", "aggregate"]
 
 
 def aggregate(timeline: np.ndarray) -> np.ndarray:
@@ -97,32 +50,20 @@ class Analyzer:
         self.threshold = threshold
         self.max_genres = max_genres
 
-    def features_for(self, clips: np.ndarray) -> dict[FeatureSettings, np.ndarray]:
-        """Log-mel patches of clips ``[n, samples]``, once per distinct feature setting."""
-        out: dict[FeatureSettings, np.ndarray] = {}
-        for model in self.models.models:
-            if model.features not in out:
-                out[model.features] = log_mel(clips, model.sample_rate, model.features)
-        return out
-
-    def run_models(self, features: dict[FeatureSettings, np.ndarray]) -> dict[str, np.ndarray]:
-        """Per-task probabilities ``[n, n_labels]`` from :meth:`features_for`'s patches."""
-        out: dict[str, np.ndarray] = {}
-        for model in self.models.models:
-            out.update(model.run(features[model.features]))
-        return out
-
     def predict_clips(self, clips: np.ndarray) -> dict[str, np.ndarray]:
         """Per-task probabilities ``[n, n_labels]`` for clips ``[n, samples]`` at the models'
-        rate."""
-        return self.run_models(self.features_for(clips))
+        rate; features are computed once per distinct feature setting."""
+        features: dict[FeatureSettings, np.ndarray] = {}
+        out: dict[str, np.ndarray] = {}
+        for model in self.models.models:
+            if model.features not in features:
+                features[model.features] = log_mel(clips, model.sample_rate, model.features)
+            out.update(model.run(features[model.features]))
+        return out
 
     def analyze(self, path: str | Path,
                 on_clips: Callable[[int], None] | None = None) -> TrackResult:
         """Analyse one file.
-
-        Decoding and features of the next clips run in a background thread while the models
-        run on the current ones (both spend their time in native code that releases the GIL).
 
         Raises
         ------
@@ -130,11 +71,11 @@ class Analyzer:
             The file cannot be decoded or holds no usable audio.
         """
         stream = ClipStream(path, self.models.sample_rate, self.models.clip_seconds,
-                            self.hop_seconds, batch_size=16)
+                            self.hop_seconds, batch_size=64)
         parts: dict[str, list[np.ndarray]] = {}
         starts: list[np.ndarray] = []
-        for batch, features in prefetch((b, self.features_for(b.clips)) for b in stream):
-            for task, probs in self.run_models(features).items():
+        for batch in stream:
+            for task, probs in self.predict_clips(batch.clips).items():
                 parts.setdefault(task, []).append(probs)
             starts.append(batch.starts)
             if on_clips:

@@ -77,41 +77,6 @@ def test_timeline_follows_the_music(tmp_path):
     assert len(data["timeline"]["genre"]) == 6
 
 
-def test_prefetch_keeps_order_and_passes_errors_on():
-    import threading
-
-    from tagger.predict import prefetch
-
-    assert list(prefetch(iter(range(50)), depth=2)) == list(range(50))
-
-    def broken():
-        yield 1
-        raise ValueError("decoder broke")
-
-    got = []
-    with pytest.raises(ValueError, match="decoder broke"):
-        for x in prefetch(broken()):
-            got.append(x)
-    assert got == [1]
-    produced = []
-
-    def endless():
-        i = 0
-        while True:
-            produced.append(i)
-            yield i
-            i += 1
-
-    gen = prefetch(endless(), depth=1)
-    assert next(gen) == 0
-    gen.close()  # the consumer stops: the producer must stop too
-    for t in threading.enumerate():
-        if t.name == "genreml-prefetch":
-            t.join(timeout=2)
-            assert not t.is_alive()
-    assert len(produced) <= 4
-
-
 def test_a_decoding_error_mid_file_reaches_the_caller(tmp_path):
     from tagger.audio import AudioError
 
