@@ -10,19 +10,13 @@ from __future__ import annotations
 from mutagen import FileType
 from mutagen.mp4 import MP4, AtomDataType, MP4FreeForm
 
+from .common import load_with_tags as load
+
 __all__ = ["KINDS", "load", "read", "set_genres", "set_mood", "others", "save"]
 
 KINDS: tuple[type[FileType], ...] = (MP4,)
 GENRE = "\xa9gen"
 MOOD = "----:com.apple.iTunes:MOOD"
-
-
-def load(path: str, kind: type[FileType]) -> FileType:
-    """Open ``path``; a file without an ``ilst`` gets an empty one."""
-    f = kind(path)
-    if f.tags is None:
-        f.add_tags()
-    return f
 
 
 def read(f: FileType) -> tuple[list[str], str | None]:

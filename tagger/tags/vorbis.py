@@ -13,6 +13,8 @@ from mutagen.flac import FLAC, Padding, VCFLACDict
 from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 
+from .common import load_with_tags as load
+
 __all__ = ["KINDS", "load", "read", "set_genres", "set_mood", "others", "save"]
 
 KINDS: tuple[type[FileType], ...] = (FLAC, OggVorbis, OggOpus)
@@ -22,17 +24,6 @@ MOOD = "MOOD"
 # padding that absorbs its growth. Everything else (stream info, pictures, seek table,
 # cue sheet, application data) must come back byte-identical.
 _REWRITTEN_BLOCKS = (VCFLACDict.code, Padding.code)
-
-
-def load(path: str, kind: type[FileType]) -> FileType:
-    """Open ``path``; a FLAC file without a comment block gets an empty one.
-
-    Ogg Vorbis and Opus always carry a comment header (the codec requires it).
-    """
-    f = kind(path)
-    if f.tags is None:
-        f.add_tags()
-    return f
 
 
 def read(f: FileType) -> tuple[list[str], str | None]:
