@@ -139,7 +139,7 @@ def main() -> None:
         proc.wait(30)
         log.close()
         sock.close()
-    print(f"\n| files | workers | wall (drop -> all tagged) | files/min | daemon peak RSS |")
+    print("\n| files | workers | wall (drop -> all tagged) | files/min | daemon peak RSS |")
     print("|---|---|---|---|---|")
     print(f"| {args.files} x {args.seconds:.0f} s FLAC | {args.workers} | {wall:.1f} s "
           f"(settle {args.settle:.0f} s incl.) | {args.files / wall * 60:.0f} | {peak:.0f} MB |")
