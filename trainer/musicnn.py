@@ -946,7 +946,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.verbose:  # ours only: numba (via librosa) floods DEBUG
+    if args.verbose:  # ours only: third-party loggers flood DEBUG
         logger.setLevel(logging.DEBUG)
     path = convert_backbone(args.model, args.out, tolerance=args.tolerance)
     if args.benchmark:
