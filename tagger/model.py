@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "FORMAT_VERSION",
     "TASKS",
+    "available_cores",
     "HeadSpec",
     "ModelError",
     "ModelSet",
@@ -184,29 +185,71 @@ class OnnxModel:
     session: ort.InferenceSession
     input_name: str
     batch_size: int = BATCH_SIZE
+    threads: int = 1
+    _fewer_threads: dict[int, ort.InferenceSession] = dataclasses.field(
+        default_factory=dict, repr=False, compare=False)
 
     @property
     def providers(self) -> list[str]:
         return self.session.get_providers()
 
-    def run(self, mel: np.ndarray) -> dict[str, np.ndarray]:
-        """Probabilities per task for log-mel patches ``[n, n_frames, n_mels]``.
+    @property
+    def on_cpu(self) -> bool:
+        return self.providers[0] == "CPUExecutionProvider"
+
+    def session_for(self, threads: int | None = None) -> ort.InferenceSession:
+        """The session to run with at most ``threads`` CPU threads.
+
+        A second session with fewer intra-op threads lets inference share the cores with
+        decoding in another thread: an onnxruntime pool that loses a core to another thread
+        waits for its slowest worker at every parallel step. It is built on first use; GPU
+        sessions are shared as they are.
+        """
+        if threads is None or threads >= self.threads or not self.on_cpu:
+            return self.session
+        threads = max(1, threads)
+        if threads not in self._fewer_threads:
+            self._fewer_threads[threads] = ort.InferenceSession(
+                str(self.path), _session_options(threads), providers=["CPUExecutionProvider"])
+        return self._fewer_threads[threads]
+
+    def run(self, mel: np.ndarray, threads: int | None = None) -> dict[str, np.ndarray]:
+        """Probabilities per task for log-mel patches ``[n, n_frames, n_mels]``, using at most
+        ``threads`` CPU threads (default: the model's :attr:`threads`).
 
         Returns
         -------
         dict
             task -> float32 array ``[n, n_labels]``.
         """
+        session = self.session_for(threads)
         outputs = [h.output for h in self.heads]
         parts: dict[str, list[np.ndarray]] = {h.task: [] for h in self.heads}
         for start in range(0, len(mel), self.batch_size):
             chunk = np.ascontiguousarray(mel[start : start + self.batch_size], dtype=np.float32)
-            for head, out in zip(self.heads, self.session.run(outputs, {self.input_name: chunk})):
+            for head, out in zip(self.heads, session.run(outputs, {self.input_name: chunk})):
                 parts[head.task].append(np.asarray(out, dtype=np.float32).reshape(len(chunk), -1))
         return {
             task: (np.concatenate(p) if p else np.zeros((0, len(h.labels)), np.float32))
             for (task, p), h in zip(parts.items(), self.heads)
         }
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _session_options(threads: int) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return opts
 
 
 def _static(dim: object) -> int | None:
@@ -225,13 +268,10 @@ def load_model(
         When the file is not an ONNX model or its metadata is missing or inconsistent.
     """
     path = Path(path)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or os.cpu_count() or 1
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
+    threads = threads or available_cores()
     try:
-        session = ort.InferenceSession(str(path), opts, providers=choose_providers(device))
+        session = ort.InferenceSession(str(path), _session_options(threads),
+                                       providers=choose_providers(device))
     except ModelError:
         raise
     except Exception as err:
@@ -275,7 +315,7 @@ def load_model(
         raise ModelError(f"{path.name}: inconsistent genreml metadata: {err}") from err
     identity = ModelIdentity(meta[PREFIX + "name"], meta[PREFIX + "version"], _sha256(path))
     return OnnxModel(path, identity, sample_rate, clip_seconds, features, heads, session,
-                     inputs[0].name, batch_size)
+                     inputs[0].name, batch_size, threads)
 
 
 @dataclasses.dataclass

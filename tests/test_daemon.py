@@ -456,8 +456,8 @@ def test_service_notifies_systemd_updates_beets_and_stops_on_sigterm(tmp_path, m
     music = tmp_path / "music"
     music.mkdir()
     first = shutil.copy(sounds["low.flac"], music / "a-first.flac")
-    # Ten minutes of audio: still being analysed when SIGTERM comes.
-    long = make_audio(music / "b-long.wav", seconds=600.0, sr=16000, freq=6000.0)
+    # Twenty minutes of audio: still being analysed when SIGTERM comes.
+    long = make_audio(music / "b-long.wav", seconds=1200.0, sr=16000, freq=6000.0)
     beets_env = _beets_library(tmp_path, music, [Path(first)])
     server, sock_path = _notify_socket(tmp_path)
     cache_path = tmp_path / "cache.db"
@@ -472,11 +472,10 @@ def test_service_notifies_systemd_updates_beets_and_stops_on_sigterm(tmp_path, m
         _receive(server, messages, lambda m: sum(x == "WATCHDOG=1" for x in m) >= 2, timeout=10)
         assert any(x.startswith("STATUS=watching 1 folder") for x in messages), messages
         cache = Cache(cache_path)
+        # SIGTERM as soon as the long file is seen running: it takes a fraction of a second
+        # to analyse, so the beets checks come after the stop.
         wait_for(lambda: cache.counts()["done"] == 1 and cache.counts()["running"] == 1,
-                 timeout=60, what="first file done, long one running")
-        fields = _beets_fields(beets_env)
-        assert fields.get("genreml_mood") == "calm" and fields.get("mood") == "calm", fields
-        assert float(fields["mood_calm"]) > 0.5
+                 timeout=60, interval=0.01, what="first file done, long one running")
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
@@ -486,6 +485,9 @@ def test_service_notifies_systemd_updates_beets_and_stops_on_sigterm(tmp_path, m
         assert read_tags(long).genres == []  # untouched, and whole
         assert not list(music.glob(".*.tmp"))
         cache.close()
+        fields = _beets_fields(beets_env)
+        assert fields.get("genreml_mood") == "calm" and fields.get("mood") == "calm", fields
+        assert float(fields["mood_calm"]) > 0.5
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -91,3 +91,101 @@ def test_a_decoding_error_mid_file_reaches_the_caller(tmp_path):
         assert "\n" not in str(err)
     else:
         assert 0 < result.clips < 40
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+def test_streamed_analysis_equals_clip_by_clip_prediction(tmp_path):
+    """Decoding ahead in a thread and switching thread counts mid-file change no number."""
+    from tagger.audio import ClipStream
+
+    path = make_audio(tmp_path / "a.mp3", seconds=100.0, sr=44100, kind="noise")
+    models = load_models(om.musicnn_sized_model(tmp_path / "m.onnx"), device="cpu", threads=2)
+    analyzer = Analyzer(models)
+    result = analyzer.analyze(path)
+    clips = np.concatenate([b.clips for b in ClipStream(path, 16000, 3.0)])
+    expected = analyzer.predict_clips(clips)
+    assert result.clips == len(clips) == 33
+    for task in ("genre", "emotion"):
+        np.testing.assert_allclose(result.heads[task].timeline, expected[task], atol=1e-5)
+
+
+def test_fewer_threads_is_a_second_session_with_the_same_outputs(tmp_path):
+    model = load_models(om.musicnn_sized_model(tmp_path / "m.onnx"), device="cpu",
+                        threads=2).models[0]
+    assert model.threads == 2 and model.session_for(None) is model.session
+    assert model.session_for(2) is model.session and model.session_for(5) is model.session
+    one = model.session_for(1)
+    assert one is not model.session and model.session_for(1) is one  # built once
+    assert one.get_session_options().intra_op_num_threads == 1
+    mel = np.random.default_rng(0).uniform(0, 3, (3, 187, 96)).astype(np.float32)
+    full, single = model.run(mel), model.run(mel, threads=1)
+    for task in full:
+        np.testing.assert_allclose(full[task], single[task], atol=1e-5)
+
+
+def test_prefetch_keeps_order_and_stops_when_full():
+    import itertools
+    import time
+
+    from tagger.predict import Prefetch
+
+    produced = []
+
+    def numbers():
+        for i in itertools.count():
+            produced.append(i)
+            yield i
+
+    with Prefetch(numbers(), depth=4) as ahead:
+        deadline = time.monotonic() + 10
+        while ahead.working and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not ahead.working and len(produced) == 4  # waits with a full queue
+        it = iter(ahead)
+        assert [next(it) for _ in range(3)] == [0, 1, 2]  # half empty: refills to full
+        deadline = time.monotonic() + 10
+        while (ahead.working or len(produced) < 7) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(produced) == 7 and [next(it) for _ in range(4)] == [3, 4, 5, 6]
+    assert not ahead._thread.is_alive()
+
+
+def test_prefetch_raises_the_producer_error_after_its_items_and_closes_the_source():
+    from tagger.predict import Prefetch
+
+    closed = []
+
+    def failing():
+        try:
+            yield 1
+            yield 2
+            raise ValueError("bad block")
+        finally:
+            closed.append(True)
+
+    got = []
+    with pytest.raises(ValueError, match="bad block"), Prefetch(failing(), depth=8) as ahead:
+        for item in ahead:
+            got.append(item)
+    assert got == [1, 2] and closed == [True]
+
+
+def test_prefetch_close_mid_stream_ends_the_thread():
+    import itertools
+
+    from tagger.predict import Prefetch
+
+    closed = []
+
+    def endless():
+        try:
+            yield from itertools.count()
+        finally:
+            closed.append(True)
+
+    ahead = Prefetch(endless(), depth=2)
+    assert next(iter(ahead)) == 0
+    ahead.close()
+    assert not ahead._thread.is_alive() and closed == [True]
