@@ -12,6 +12,7 @@ models:
 
 # Benchmarks, pinned to 2 cores like CI; figures go into README.md by hand.
 bench:
+	taskset -c 0,1 $(PYTHON) bench/bench_pipeline.py --model musicnn-sized
 	taskset -c 0,1 $(PYTHON) bench/bench_pipeline.py
 	taskset -c 0,1 $(PYTHON) bench/bench_cache.py
 	taskset -c 0,1 $(PYTHON) bench/bench_daemon.py

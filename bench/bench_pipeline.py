@@ -2,11 +2,15 @@
 
 Run by hand (not in CI), pinned to 2 cores like the CI machine::
 
-    taskset -c 0,1 python bench/bench_pipeline.py [--model FILE.onnx] [--audio FILE ...]
+    taskset -c 0,1 python bench/bench_pipeline.py [--model FILE.onnx | --musicnn BACKBONE.onnx]
+        [--audio FILE ...]
 
-Without ``--model`` it uses the bundled models if any, else a model of musicnn's input and cost
-built on the spot. Without ``--audio`` it encodes a 4-minute stereo 44.1 kHz mix of tones and
-noise as mp3 and flac. Prints a Markdown table for the README.
+Without ``--model`` it uses the bundled models if any; ``--model musicnn-sized`` builds a model
+of musicnn's input and cost (about 9 ms per clip on 2 cores) on the spot. Without ``--audio`` it
+encodes a 4-minute stereo 44.1 kHz mix of tones and noise as mp3 and flac. Prints Markdown for
+the README: stages timed alone (decode, resample, features, inference), then end to end as
+``genreml`` runs it (decoding a thread ahead of inference), then a fresh ``genreml analyze``
+process on the mp3 (imports and model loading included) and peak memory on a 2-hour file.
 """
 
 from __future__ import annotations
@@ -51,7 +55,28 @@ def write_long_flac(path: Path, seconds: float, sr: int = 44100) -> Path:
     return path
 
 
-def timed(fn, *args, repeat: int = 3):
+def musicnn_tagger(backbone: Path, out: Path) -> Path:
+    """The converted musicnn backbone (``genreml trainer`` output, e.g. runs/MSD_musicnn.onnx)
+    as a genreml model: its 50-tag taggram as the genre head. The real musicnn cost."""
+    import json
+
+    import onnx
+
+    from tagger.features import MUSICNN_FEATURES
+    from tagger.model import HeadSpec, metadata_for
+
+    model = onnx.load(backbone)
+    meta = {p.key: p.value for p in model.metadata_props}
+    tagger = onnx.utils.Extractor(model).extract_model(["mel"], ["taggram"])
+    tags = tuple(json.loads(meta["genreml.tags"]))
+    props = metadata_for(meta.get("genreml.backbone", "musicnn"), "bench", 16000, 3.0,
+                         MUSICNN_FEATURES, [HeadSpec("taggram", "genre", tags, 0.2)])
+    onnx.helper.set_model_props(tagger, props)
+    onnx.save(tagger, out)
+    return out
+
+
+def timed(fn, *args, repeat: int = 5):
     best, out = float("inf"), None
     for _ in range(repeat):
         start = time.perf_counter()
@@ -97,21 +122,42 @@ def peak_memory(path: Path, model_arg: str) -> tuple[float, float]:
     return mb, seconds
 
 
+def cold_start(path: Path, model_arg: str, repeat: int = 3) -> float:
+    """Best wall time of a fresh ``genreml analyze`` process on ``path``: interpreter start,
+    imports, model loading and the analysis."""
+    cmd = [sys.executable, "-m", "tagger.cli", "analyze", "--device", "cpu", str(path)]
+    if model_arg:
+        cmd[4:4] = ["--models", model_arg]
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="", help="ONNX model file or folder")
+    ap.add_argument("--model", default="",
+                    help="ONNX model file or folder, or 'musicnn-sized' (built on the spot)")
+    ap.add_argument("--musicnn", type=Path, metavar="BACKBONE.onnx",
+                    help="time a converted musicnn backbone (its taggram as the genre head)")
     ap.add_argument("--audio", nargs="*", type=Path, default=None)
     ap.add_argument("--long-minutes", type=float, default=120.0)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="genreml-bench-"))
     model_arg = args.model
+    if args.musicnn:
+        model_arg = str(musicnn_tagger(args.musicnn, tmp / f"{args.musicnn.stem}-tagger.onnx"))
     if not model_arg:
         try:
             load_models()
         except ModelError:
-            import onnx_models
+            model_arg = "musicnn-sized"
+    if model_arg == "musicnn-sized":
+        import onnx_models
 
-            model_arg = str(onnx_models.musicnn_sized_model(tmp / "musicnn_sized.onnx"))
+        model_arg = str(onnx_models.musicnn_sized_model(tmp / "musicnn_sized.onnx"))
     models = load_models(model_arg or None, device="cpu")
     analyzer = Analyzer(models)
     print(f"cores: {len(os.sched_getaffinity(0))}, models: "
@@ -124,12 +170,16 @@ def main() -> None:
         sf.write(files[1], mix, 44100, format="FLAC")
     print("\n| file | decode | resample | features | inference | end-to-end | real-time factor |")
     print("|---|---|---|---|---|---|---|")
+    per_clip = []
     for path in files:
         s = stages(path, analyzer)
         print(f"| {path.suffix[1:]} {s['duration'] / 60:.1f} min, {s['clips']} clips "
               f"| {s['decode']:.3f} s | {s['resample']:.3f} s | {s['features']:.3f} s "
               f"| {s['inference']:.3f} s | {s['end_to_end']:.3f} s "
               f"| {s['duration'] / s['end_to_end']:.0f}x |")
+        per_clip.append(s["inference"] / s["clips"] * 1000)
+    print(f"\ninference alone: {min(per_clip):.1f} ms per 3-s clip; a fresh `genreml analyze` "
+          f"process on the {files[0].suffix[1:]}: {cold_start(files[0], model_arg):.2f} s")
     long = write_long_flac(tmp / "long.flac", args.long_minutes * 60)
     mb, seconds = peak_memory(long, model_arg)
     print(f"\n{args.long_minutes:.0f}-minute FLAC (44.1 kHz stereo): peak RSS {mb:.0f} MB, "

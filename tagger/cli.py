@@ -119,10 +119,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return EXIT_FAILED_FILES if for_each_file(args.paths, work, "analyze") else EXIT_OK
 
 
-def _cache(args: argparse.Namespace):
-    from .cache import Cache
+def _cache(args: argparse.Namespace, path: Path | None = None):
+    from .cache import Cache, CacheVersionError
 
-    return Cache(args.cache)
+    try:
+        return Cache(path or args.cache)
+    except CacheVersionError as err:
+        raise UsageError(str(err)) from err
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
@@ -276,7 +279,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .cache import Cache, default_cache_path
+    from .cache import default_cache_path
     from .daemon import lock_owner
 
     path = (args.cache or default_cache_path()).expanduser()
@@ -284,7 +287,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"genreml: no cache at {path} (nothing tagged or watched yet)", file=sys.stderr)
         return EXIT_FAILED_FILES
     pid = lock_owner(path)
-    with Cache(path) as cache:
+    with _cache(args, path) as cache:
         counts = cache.counts()
         failed = cache.failed_jobs()
         done = cache.recent_jobs("done", limit=1)
@@ -429,12 +432,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    from .cache import CacheVersionError
     from .model import ModelError
 
     try:
         return args.func(args)
-    except (UsageError, ModelError, CacheVersionError) as err:
+    except (UsageError, ModelError) as err:
         print(f"genreml: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

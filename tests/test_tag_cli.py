@@ -143,3 +143,20 @@ def test_playlist_from_the_cache(lib, capsys, tmp_path):
     rc = main(["playlist", "--cache", str(cache), "--mood", "calm", "--min-prob", "0.99",
                str(tmp_path / "elsewhere")])
     assert rc == 1
+
+
+def test_a_cache_from_a_newer_genreml_is_a_usage_error(lib, capsys):
+    import sqlite3
+
+    from tagger.cache import SCHEMA_VERSION, Cache
+
+    music, models, cache = lib
+    Cache(cache).close()
+    with sqlite3.connect(cache) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    capsys.readouterr()
+    for argv in (["tag", "--models", str(models), "--cache", str(cache), str(music)],
+                 ["status", "--cache", str(cache)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("genreml: ") and "newer genreml" in err and "\n" not in err
