@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -243,8 +244,29 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+_shared_arena = threading.Lock()
+_shared_arena_ready = False
+
+
+def _share_cpu_arena() -> None:
+    """Register one CPU memory arena for every session of this process (once).
+
+    Each session would otherwise keep its own arena, as large as its biggest batch's
+    activations; sessions that take turns (one model at two thread counts) need only one.
+    """
+    global _shared_arena_ready
+    with _shared_arena:
+        if not _shared_arena_ready:
+            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
+                                     ort.OrtMemType.DEFAULT)
+            ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
+            _shared_arena_ready = True
+
+
 def _session_options(threads: int) -> ort.SessionOptions:
+    _share_cpu_arena()
     opts = ort.SessionOptions()
+    opts.add_session_config_entry("session.use_env_allocators", "1")
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
