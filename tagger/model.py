@@ -192,6 +192,8 @@ class OnnxModel:
     threads: int = 1
     _fewer_threads: dict[int, ort.InferenceSession] = dataclasses.field(
         default_factory=dict, repr=False, compare=False)
+    _lock: threading.Lock = dataclasses.field(
+        default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def providers(self) -> list[str]:
@@ -212,10 +214,12 @@ class OnnxModel:
         if threads is None or threads >= self.threads or not self.on_cpu:
             return self.session
         threads = max(1, threads)
-        if threads not in self._fewer_threads:
-            self._fewer_threads[threads] = ort.InferenceSession(
-                str(self.path), _session_options(threads), providers=["CPUExecutionProvider"])
-        return self._fewer_threads[threads]
+        with self._lock:  # daemon workers share one model
+            if threads not in self._fewer_threads:
+                self._fewer_threads[threads] = ort.InferenceSession(
+                    str(self.path), _session_options(threads),
+                    providers=["CPUExecutionProvider"])
+            return self._fewer_threads[threads]
 
     def run(self, mel: np.ndarray, threads: int | None = None) -> dict[str, np.ndarray]:
         """Probabilities per task for log-mel patches ``[n, n_frames, n_mels]``, using at most
