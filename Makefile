@@ -15,5 +15,5 @@ bench:
 	taskset -c 0,1 $(PYTHON) bench/bench_pipeline.py --model musicnn-sized
 	taskset -c 0,1 $(PYTHON) bench/bench_pipeline.py
 	taskset -c 0,1 $(PYTHON) bench/bench_cache.py
-	taskset -c 0,1 $(PYTHON) bench/bench_daemon.py
+	taskset -c 0,1 $(PYTHON) bench/bench_daemon.py --model musicnn-sized
 	$(PYTHON) bench/bench_default_models.py

@@ -8,9 +8,10 @@ Run by hand (not in CI), pinned to 2 cores like the CI machine::
 Encodes ``--files`` distinct stereo 44.1 kHz FLACs of ``--seconds`` each in a staging folder,
 starts the daemon as a real process (it says READY=1 on a notify socket bound here), renames
 every file into the watched folder at once and waits until the cache's job queue has them all
-done. Without ``--model`` it uses the bundled models if any, else a model of musicnn's input
-and cost built on the spot. Prints the wall time from the drop to the last file tagged (the
-settle time included), files per minute, and the daemon's peak memory (VmHWM).
+done. Without ``--model`` it uses the bundled models if any; ``--model musicnn-sized`` builds
+a model of musicnn's input and cost on the spot. Prints the wall time from the drop to the
+last file tagged (the settle time included), files per minute, and the daemon's peak memory
+(VmHWM).
 """
 
 from __future__ import annotations
@@ -30,22 +31,8 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
-from bench_pipeline import music_like  # noqa: E402
+from bench_pipeline import model_source, music_like  # noqa: E402
 from tagger.cache import Cache  # noqa: E402
-from tagger.model import ModelError, load_models  # noqa: E402
-
-
-def model_source(tmp: Path, given: str) -> str:
-    """``--model``, else "" for the bundled models, else a musicnn-sized stand-in."""
-    if given:
-        return given
-    try:
-        load_models()
-        return ""
-    except ModelError:
-        import onnx_models
-
-        return str(onnx_models.musicnn_sized_model(tmp / "musicnn_sized.onnx"))
 
 
 def make_files(folder: Path, count: int, seconds: float) -> list[Path]:
@@ -92,7 +79,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0, help="length of each file")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--settle", type=float, default=2.0)
-    ap.add_argument("--model", default="", help="ONNX model file or folder")
+    ap.add_argument("--model", default="",
+                    help="ONNX model file or folder, or 'musicnn-sized' (built on the spot)")
     ap.add_argument("--dir", type=Path, default=None, help="work folder (default: a new temp)")
     args = ap.parse_args()
 

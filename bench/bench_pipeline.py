@@ -76,6 +76,23 @@ def musicnn_tagger(backbone: Path, out: Path) -> Path:
     return out
 
 
+def model_source(tmp: Path, given: str) -> str:
+    """What ``--model`` names: a file or folder as given; ``musicnn-sized``, a stand-in of
+    musicnn's input and cost built in ``tmp``; nothing, "" for the bundled models if any, else
+    the stand-in."""
+    if not given:
+        try:
+            load_models()
+            return ""
+        except ModelError:
+            given = "musicnn-sized"
+    if given == "musicnn-sized":
+        import onnx_models
+
+        return str(onnx_models.musicnn_sized_model(tmp / "musicnn_sized.onnx"))
+    return given
+
+
 def timed(fn, *args, repeat: int = 5):
     best, out = float("inf"), None
     for _ in range(repeat):
@@ -146,18 +163,10 @@ def main() -> None:
     ap.add_argument("--long-minutes", type=float, default=120.0)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="genreml-bench-"))
-    model_arg = args.model
     if args.musicnn:
         model_arg = str(musicnn_tagger(args.musicnn, tmp / f"{args.musicnn.stem}-tagger.onnx"))
-    if not model_arg:
-        try:
-            load_models()
-        except ModelError:
-            model_arg = "musicnn-sized"
-    if model_arg == "musicnn-sized":
-        import onnx_models
-
-        model_arg = str(onnx_models.musicnn_sized_model(tmp / "musicnn_sized.onnx"))
+    else:
+        model_arg = model_source(tmp, args.model)
     models = load_models(model_arg or None, device="cpu")
     analyzer = Analyzer(models)
     print(f"cores: {len(os.sched_getaffinity(0))}, models: "
