@@ -37,7 +37,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hop", type=float, default=None,
                    help="seconds between clip starts (default: the clip length)")
     p.add_argument("--threads", type=int, default=None,
-                   help="inference threads (default: the CPU count)")
+                   help="inference threads (default: the cores this process may use)")
 
 
 def _add_policy_options(p: argparse.ArgumentParser) -> None:

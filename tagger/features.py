@@ -88,25 +88,25 @@ def n_frames_for(n_samples: int, hop_length: int) -> int:
     return 1 + n_samples // hop_length
 
 
+# Slaney's mel scale: linear (200/3 Hz per mel) below 1 kHz, logarithmic above.
+_MEL_F_SP = 200.0 / 3
+_MEL_MIN_LOG_HZ = 1000.0
+_MEL_MIN_LOG_MEL = _MEL_MIN_LOG_HZ / _MEL_F_SP
+_MEL_LOGSTEP = np.log(6.4) / 27.0
+
+
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     """Slaney's mel scale (librosa's default, ``htk=False``): linear below 1 kHz, then log."""
     hz = np.asanyarray(hz, dtype=np.float64)
-    f_sp = 200.0 / 3
-    min_log_mel = 1000.0 / f_sp
-    logstep = np.log(6.4) / 27.0
-    linear = hz / f_sp
-    return np.where(hz >= 1000.0,
-                    min_log_mel + np.log(np.maximum(hz, 1000.0) / 1000.0) / logstep, linear)
+    log_part = np.log(np.maximum(hz, _MEL_MIN_LOG_HZ) / _MEL_MIN_LOG_HZ) / _MEL_LOGSTEP
+    return np.where(hz >= _MEL_MIN_LOG_HZ, _MEL_MIN_LOG_MEL + log_part, hz / _MEL_F_SP)
 
 
 def mel_to_hz(mels: np.ndarray | float) -> np.ndarray:
     """Inverse of :func:`hz_to_mel`."""
     mels = np.asanyarray(mels, dtype=np.float64)
-    f_sp = 200.0 / 3
-    min_log_mel = 1000.0 / f_sp
-    logstep = np.log(6.4) / 27.0
-    return np.where(mels >= min_log_mel,
-                    1000.0 * np.exp(logstep * (mels - min_log_mel)), f_sp * mels)
+    log_part = _MEL_MIN_LOG_HZ * np.exp(_MEL_LOGSTEP * (mels - _MEL_MIN_LOG_MEL))
+    return np.where(mels >= _MEL_MIN_LOG_MEL, log_part, _MEL_F_SP * mels)
 
 
 @functools.lru_cache(maxsize=8)
