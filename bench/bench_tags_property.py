@@ -1,7 +1,7 @@
 """How long the tag-writing property test takes with many examples.
 
 Runs ``tests/test_tags_property.py`` with ``GENREML_HYPOTHESIS_EXAMPLES`` examples per
-container format (8 formats, each example a real copy-seed-write-verify-read cycle on a
+container format (9 formats, each example a real copy-seed-write-verify-read cycle on a
 real file) and prints the wall time. Equivalent to
 
     GENREML_HYPOTHESIS_EXAMPLES=1000 pytest -q tests/test_tags_property.py
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     status = subprocess.run(cmd, cwd=ROOT, env=env).returncode
     elapsed = time.perf_counter() - start
-    print(f"tags property test: {args.examples} examples x 8 formats in {elapsed:.1f} s "
+    print(f"tags property test: {args.examples} examples x 9 formats in {elapsed:.1f} s "
           f"(pytest exit status {status})")
     return status
 

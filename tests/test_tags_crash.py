@@ -5,11 +5,18 @@ stream in the copy). It is killed at spread-out moments from "just started" to "
 done"; each time the file must be byte-identical either to the original or to the fully
 tagged result, and anything else left in the folder must be a temporary copy named like
 ``tagger.tags.TEMP_GLOB`` (which :func:`cleanup_stale_temp` then removes).
+
+Clean-up tells a dead writer's temporary copy from a live one's by the ``flock`` the writer
+holds on it for as long as it lives, not by age: a live write is never disturbed, and what a
+killed one left is removed on the next run however young it is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -97,3 +104,50 @@ def test_sigkill_never_leaves_a_broken_file(pristine: Path, tmp_path: Path) -> N
     print(f"write took {duration:.3f}s; outcomes: {outcomes}")
     assert ("original", True) in outcomes, f"no kill landed mid-write: {outcomes}"
     assert ("tagged", False) in outcomes, f"no write finished: {outcomes}"
+
+
+def wait_for_temp(folder: Path, timeout: float = 60.0) -> Path:
+    """The writer's temporary copy once the copying into it has begun (polled with a
+    deadline). Its writer locks it first, so from then on the lock is there; a younger
+    one is what the minimum age in ``cleanup_stale_temp`` is for."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in folder.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if is_temp_file(p) and p.stat().st_size > 0:
+                    return p
+        time.sleep(0.0005)
+    pytest.fail("no temporary copy appeared")
+
+
+def test_cleanup_never_touches_a_live_writers_copy(pristine: Path, tmp_path: Path) -> None:
+    path = tmp_path / "song.flac"
+    shutil.copyfile(pristine, path)
+    proc = start_writer(path)
+    temp = wait_for_temp(tmp_path)
+
+    assert cleanup_stale_temp(tmp_path, min_age=0) == []  # locked: its writer is alive
+
+    assert proc.wait(timeout=120) == 0  # and its write went through
+    assert read_tags(path) == EXPECTED
+    assert not temp.exists() and list(tmp_path.iterdir()) == [path]
+
+
+def test_a_killed_writers_copy_is_removed_whatever_its_age(
+        pristine: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "song.flac"
+    shutil.copyfile(pristine, path)
+    original = sha(path)
+    proc = start_writer(path)
+    temp = wait_for_temp(tmp_path)
+    proc.kill()
+    proc.wait(timeout=60)
+    assert temp.exists()
+    ten_seconds_ago = time.time() - 10  # past the few seconds between mkstemp and flock
+    os.utime(temp, (ten_seconds_ago, ten_seconds_ago))
+
+    with caplog.at_level(logging.INFO, logger="tagger.tags"):
+        assert cleanup_stale_temp(tmp_path) == [temp]  # the default minimum age
+
+    assert any(str(temp) in r.getMessage() for r in caplog.records)
+    assert list(tmp_path.iterdir()) == [path] and sha(path) == original

@@ -2,10 +2,17 @@
 
 Genres go to ``TCON`` and the mood to ``TMOO`` (ID3v2.4). ID3v2.3 has neither a mood frame
 nor multi-value text, so in a v2.3 tag the mood goes to ``TXXX:MOOD`` (the field foobar2000,
-Mp3tag and MediaMonkey use there) and the genres are joined with :data:`V23_SEP` into one
-``TCON`` string, which v2.3 readers (Picard's default, TagLib/Navidrome, beets) split on.
-Reading a v2.3 tag splits ``TCON`` on the same separator, so a genre name that itself holds
-a ``"/"`` ("Hip-Hop/Rap") reads as two genres there, exactly as those readers show it.
+Mp3tag and MediaMonkey use there) and the genres are joined with :data:`V23_SEP` (``"; "``,
+Picard's recommendation and its ``v23_sep`` option) into one ``TCON`` string. Reading a v2.3
+tag splits ``TCON`` on the same separator, so ``"Pop/Rock"`` stays one genre; a predicted
+genre that itself holds the separator is split before planning (:func:`normalize`), so what
+is planned is what the file holds and a second run finds nothing to do.
+
+ID3v1 is never touched: tags are loaded without merging the v1 block into v2 (mutagen's
+``load_v1=False``), so no v2 frame is made from it, and as no mutagen save option keeps the
+v1 bytes as they are (it removes, rewrites or creates them), :func:`save` puts the file's
+original v1 block back after the save. A v1 genre still counts as the file's genre where the
+v2 tag has none (:func:`read`), as players show it.
 
 Tags are loaded *untranslated*: mutagen's default load upgrades every frame to v2.4
 (``TYER`` -> ``TDRC``, ``"(17)"`` -> ``"Rock"``, ...), which would rewrite frames nobody asked
@@ -15,21 +22,63 @@ an explicit version change translates (:func:`load`).
 
 from __future__ import annotations
 
+import dataclasses
+import os
+
 from mutagen import FileType
 from mutagen.aiff import AIFF
-from mutagen.id3 import ID3Tags, TCON, TMOO, TXXX, Encoding, Frame
+from mutagen.id3 import ID3Tags, TCON, TMOO, TXXX, Encoding, Frame, ID3v1SaveOptions
+from mutagen.id3._id3v1 import find_id3v1  # where mutagen's own save looks for the v1 block
 from mutagen.mp3 import MP3
 from mutagen.wave import WAVE
 
-__all__ = ["KINDS", "V23_SEP", "load", "read", "set_genres", "set_mood", "others", "save"]
+__all__ = ["KINDS", "V23_SEP", "Target", "load", "normalize", "read", "set_genres", "set_mood",
+           "others", "save", "v1_block"]
 
 KINDS: tuple[type[FileType], ...] = (MP3, WAVE, AIFF)
-V23_SEP = "/"
+V23_SEP = "; "
 MOOD_DESC = "MOOD"
 
 
-def load(path: str, kind: type[FileType], version: int | None = None) -> tuple[FileType, int]:
-    """Open ``path`` and return it with the ID3v2 version it will be saved as.
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """How one file's ID3 tag is read and written.
+
+    Attributes
+    ----------
+    version : {3, 4}
+        The ID3v2 version the tag is saved as.
+    sep : str
+        The v2.3 genre separator.
+    v1_genres : tuple of str
+        The genre of the file's ID3v1 block, if any (read-only: never written).
+    """
+
+    version: int
+    sep: str = V23_SEP
+    v1_genres: tuple[str, ...] = ()
+
+
+def v1_block(path: str) -> bytes:
+    """The raw ID3v1 block at the end of ``path`` (``b""`` if there is none)."""
+    with open(path, "rb") as f:
+        tag, offset = find_id3v1(f)
+        if tag is None or not offset:
+            return b""
+        f.seek(offset, os.SEEK_END)
+        return f.read()
+
+
+def _v1_genres(path: str) -> tuple[str, ...]:
+    with open(path, "rb") as f:
+        tag, _ = find_id3v1(f)
+    frame = (tag or {}).get("TCON")
+    return tuple(g for g in frame.genres if g) if frame is not None else ()
+
+
+def load(path: str, kind: type[FileType], version: int | None = None,
+         sep: str = V23_SEP) -> tuple[FileType, Target]:
+    """Open ``path`` and return it with how its tag will be written.
 
     Parameters
     ----------
@@ -38,26 +87,30 @@ def load(path: str, kind: type[FileType], version: int | None = None) -> tuple[F
     kind : type
         Its mutagen class (``MP3``, ``WAVE`` or ``AIFF``).
     version : {None, 3, 4}
-        ``None`` keeps the file's own version (v2.3 stays v2.3); ID3v1-only, v2.2 and new
-        tags become v2.4, the versions mutagen can write. ``3`` or ``4`` converts.
+        ``None`` keeps the file's own version (v2.3 stays v2.3); v2.2 and new tags (an
+        ID3v1-only file gets one) become v2.4, the versions mutagen can write. ``3`` or ``4``
+        converts.
+    sep : str
+        The v2.3 genre separator.
 
     Returns
     -------
-    (FileType, int)
-        The file, with a (possibly empty) ID3 tag, and the target major version.
+    (FileType, Target)
+        The file, with a (possibly empty) ID3v2 tag, and how it will be written.
     """
-    f = kind(path, translate=False)
+    f = kind(path, translate=False, load_v1=False)
+    v1 = _v1_genres(path) if kind is MP3 else ()
     if f.tags is None:
         f.add_tags()
-        return f, version or 4
+        return f, Target(version or 4, sep, v1)
     have = f.tags.version[1] if f.tags.version[0] == 2 else 1
     target = version or (have if have in (3, 4) else 4)
     if have != target:
-        _convert(f.tags, have, target)
-    return f, target
+        _convert(f.tags, have, target, sep)
+    return f, Target(target, sep, v1)
 
 
-def _convert(tags: ID3Tags, have: int, target: int) -> None:
+def _convert(tags: ID3Tags, have: int, target: int, sep: str) -> None:
     """Translate ``tags`` to ``target`` in memory, carrying our two fields across.
 
     mutagen's translation drops ``TMOO`` for v2.3 and leaves a v2.3 ``"a/b"`` genre string
@@ -69,9 +122,9 @@ def _convert(tags: ID3Tags, have: int, target: int) -> None:
         _v23_encodings(tags)
     else:
         tags.update_to_v24()  # also resolves ID3v1 / "(17)" genre numbers to names
-    genres = _read_genres(tags, have)
+    genres = _read_genres(tags, have, sep)
     if genres:
-        _put_genres(tags, genres, target)
+        _put_genres(tags, genres, target, sep)
     if mood:
         _put_mood(tags, mood, target)
 
@@ -86,15 +139,23 @@ def _v23_encodings(tags: ID3Tags) -> None:
             _v23_encodings(frame.sub_frames)
 
 
-def read(f: FileType, version: int) -> tuple[list[str], str | None]:
-    """The genres and the mood stored in ``f``'s tag."""
-    return _read_genres(f.tags, version), _read_mood(f.tags)
+def read(f: FileType, target: Target) -> tuple[list[str], str | None]:
+    """The genres and the mood stored in ``f``'s tag (the v1 genre where v2 has none)."""
+    genres = _read_genres(f.tags, target.version, target.sep) or list(target.v1_genres)
+    return genres, _read_mood(f.tags)
 
 
-def _read_genres(tags: ID3Tags, version: int) -> list[str]:
+def normalize(genres: list[str], target: Target) -> list[str]:
+    """Predicted genres as this tag can hold them: a v2.3 tag splits them on its separator."""
+    if target.version != 3:
+        return list(genres)
+    return [part for genre in genres for part in genre.split(target.sep)]
+
+
+def _read_genres(tags: ID3Tags, version: int, sep: str) -> list[str]:
     values = [text for frame in tags.getall("TCON") for text in frame.text]
     if version == 3:
-        values = [part for text in values for part in text.split(V23_SEP)]
+        values = [part for text in values for part in text.split(sep)]
     return [v for v in values if v]
 
 
@@ -122,19 +183,19 @@ def _encoding(version: int) -> Encoding:
     return Encoding.UTF16 if version == 3 else Encoding.UTF8
 
 
-def set_genres(f: FileType, genres: list[str], version: int) -> None:
+def set_genres(f: FileType, genres: list[str], target: Target) -> None:
     """Replace the genres of ``f`` (in memory)."""
-    _put_genres(f.tags, genres, version)
+    _put_genres(f.tags, genres, target.version, target.sep)
 
 
-def _put_genres(tags: ID3Tags, genres: list[str], version: int) -> None:
-    text = [V23_SEP.join(genres)] if version == 3 else list(genres)
+def _put_genres(tags: ID3Tags, genres: list[str], version: int, sep: str) -> None:
+    text = [sep.join(genres)] if version == 3 else list(genres)
     tags.setall("TCON", [TCON(encoding=_encoding(version), text=text)])
 
 
-def set_mood(f: FileType, mood: str, version: int) -> None:
+def set_mood(f: FileType, mood: str, target: Target) -> None:
     """Replace the mood of ``f`` (in memory)."""
-    _put_mood(f.tags, mood, version)
+    _put_mood(f.tags, mood, target.version)
 
 
 def _put_mood(tags: ID3Tags, mood: str, version: int) -> None:
@@ -155,10 +216,19 @@ def others(f: FileType) -> list[str]:
     return dump + [repr(raw) for raw in tags.unknown_frames]
 
 
-def save(f: FileType, version: int) -> None:
-    """Write the tag into ``f``'s file as ID3v2.``version``.
+def save(f: FileType, target: Target) -> None:
+    """Write the tag into ``f``'s file as ID3v2.``target.version``; the v1 block stays.
 
     ``v23_sep=None``: our ``TCON`` is joined already, and every other frame is written with
     the values it was read with, so a v2.3 file's untouched frames stay as they were.
     """
-    f.save(v2_version=version, v23_sep=None)
+    v1 = v1_block(f.filename)
+    if isinstance(f, MP3):  # WAVE ignores v1 and AIFF's save has no such option
+        # REMOVE, then the original bytes go back: UPDATE would rewrite them from v2.
+        f.save(v2_version=target.version, v23_sep=None, v1=ID3v1SaveOptions.REMOVE)
+    else:
+        f.save(v2_version=target.version, v23_sep=None)
+    if v1 and v1_block(f.filename) != v1:
+        with open(f.filename, "r+b") as out:
+            out.seek(0, os.SEEK_END)
+            out.write(v1)

@@ -1,0 +1,162 @@
+"""What to write: a :class:`Policy` meets the values a file holds and a prediction.
+
+Pure functions and plain data, no file access: :func:`plan_tags` decides per field, and a
+:class:`TagPlan` says what changes (the CLI's ``--dry-run`` lines, the beets plugin's rule).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any, Generic, TypeVar
+
+__all__ = ["MODES", "FieldPlan", "FileTags", "Policy", "TagPlan", "plan_tags"]
+
+MODES = ("fill", "merge", "force")
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class FileTags:
+    """The genres and the mood a file holds (or will hold)."""
+
+    genres: list[str] = dataclasses.field(default_factory=list)
+    mood: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """How a prediction meets a value already in the file, per field.
+
+    Parameters
+    ----------
+    genre, mood : {"fill", "merge", "force"}
+        ``fill``: write only if the file has no value. ``merge``: keep the existing genres
+        and append the predicted ones not among them (case-insensitively); a file holds one
+        mood, so for the mood ``merge`` keeps an existing one like ``fill``. ``force``:
+        replace.
+    """
+
+    genre: str = "fill"
+    mood: str = "fill"
+
+    def __post_init__(self) -> None:
+        for name in ("genre", "mood"):
+            if getattr(self, name) not in MODES:
+                raise ValueError(
+                    f"{name} policy must be one of {MODES}, not {getattr(self, name)!r}")
+
+    @classmethod
+    def of(cls, policy: str | Policy) -> Policy:
+        """A :class:`Policy` from itself or from one mode name for both fields."""
+        return policy if isinstance(policy, Policy) else cls(genre=policy, mood=policy)
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldPlan(Generic[T]):
+    """One field's value before and after a write."""
+
+    name: str
+    old: T
+    new: T
+
+    @property
+    def changed(self) -> bool:
+        return self.old != self.new
+
+    def describe(self) -> str:
+        if self.changed:
+            return f"{self.name}: {self.old!r} -> {self.new!r}"
+        return f"{self.name}: {self.old!r} (unchanged)"
+
+
+@dataclasses.dataclass(frozen=True)
+class TagPlan:
+    """What :func:`write_tags` does (or, in a dry run, would do) to a file."""
+
+    genre: FieldPlan[list[str]]
+    mood: FieldPlan[str | None]
+
+    @property
+    def fields(self) -> tuple[FieldPlan[Any], ...]:
+        return (self.genre, self.mood)
+
+    @property
+    def changed(self) -> bool:
+        """Whether the file needs writing at all."""
+        return any(f.changed for f in self.fields)
+
+    @property
+    def before(self) -> FileTags:
+        return FileTags(list(self.genre.old), self.mood.old)
+
+    @property
+    def after(self) -> FileTags:
+        return FileTags(list(self.genre.new), self.mood.new)
+
+    def describe(self) -> list[str]:
+        """Human lines, one per field, e.g. ``"genre: ['Rock'] -> ['Rock', 'Jazz']"``."""
+        return [f.describe() for f in self.fields]
+
+
+def plan_tags(
+    current: FileTags,
+    genres: Iterable[str] | None,
+    mood: str | None,
+    policy: str | Policy = "fill",
+) -> TagPlan:
+    """Decide the new genres and mood from what the file has and what was predicted.
+
+    Parameters
+    ----------
+    current : FileTags
+        What the file holds now (:func:`read_tags`).
+    genres : list of str
+        Predicted genres, most probable first. Values are stripped; empty ones and
+        case-insensitive repeats are dropped. An empty list leaves the field alone.
+    mood : str or None
+        Predicted mood; ``None`` (or blank) leaves the field alone.
+    policy : str or Policy
+        ``"fill"``, ``"merge"`` or ``"force"`` for both fields, or a :class:`Policy`.
+
+    Returns
+    -------
+    TagPlan
+    """
+    if isinstance(genres, str):
+        raise TypeError("genres must be a list of strings, not a string")
+    policy = Policy.of(policy)
+    predicted = _clean(genres or [])
+    new_mood = next(iter(_clean([mood] if mood is not None else [])), None)
+    return TagPlan(
+        FieldPlan("genre", list(current.genres),
+                  _plan_genres(current.genres, predicted, policy.genre)),
+        FieldPlan("mood", current.mood, _plan_mood(current.mood, new_mood, policy.mood)),
+    )
+
+
+def _clean(values: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    seen: set[str] = set()
+    for value in values:
+        value = value.strip()
+        if value and value.casefold() not in seen:
+            seen.add(value.casefold())
+            out.append(value)
+    return out
+
+
+def _plan_genres(old: list[str], predicted: list[str], mode: str) -> list[str]:
+    if not predicted or (old and mode == "fill"):
+        return list(old)
+    if mode == "merge":
+        have = {g.casefold() for g in old}
+        return list(old) + [g for g in predicted if g.casefold() not in have]
+    return predicted
+
+
+def _plan_mood(old: str | None, predicted: str | None, mode: str) -> str | None:
+    if predicted is None or (old is not None and mode != "force"):
+        return old
+    return predicted
