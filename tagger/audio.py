@@ -9,11 +9,13 @@ memory whole.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
+import re
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -26,12 +28,13 @@ __all__ = [
     "AudioError",
     "ClipBatch",
     "ClipStream",
+    "SilentAudio",
     "decode_blocks",
     "find_audio",
-    "fingerprint",
     "frame_clips",
     "is_audio_path",
     "load",
+    "open_checked",
     "to_mono",
 ]
 
@@ -44,6 +47,14 @@ BLOCK_SECONDS = 30.0
 
 class AudioError(Exception):
     """A file that cannot be analysed; the message is one line naming the reason."""
+
+
+class SilentAudio(AudioError):
+    """The file decodes but holds no usable (non-silent) clip: front doors report it as
+    ``skipped: silent``, not as a failure."""
+
+    def __init__(self) -> None:
+        super().__init__("silent")
 
 
 def is_audio_path(path: str | Path) -> bool:
@@ -89,8 +100,43 @@ def frame_clips(y: np.ndarray, clip_length: int, hop_length: int) -> np.ndarray:
     return windows[: (n - 1) * hop_length + 1 : hop_length]
 
 
+# libsndfile's log line for a WAV 'data' / AIFF 'SSND' chunk that claims more bytes than the
+# file holds: "data : 441000 (should be 220478)".
+_SHORT_CHUNK = re.compile(r"^\s*(?:data|SSND) : (\d+) \(should be (\d+)\)", re.MULTILINE)
+
+
+def _check_complete(f: sf.SoundFile) -> None:
+    """Refuse a WAV/AIFF whose audio chunk is cut off: libsndfile would quietly decode the
+    part that is there, and a partial download must not be analysed as the whole song."""
+    if f.format not in ("WAV", "WAVEX", "AIFF", "RF64", "W64"):
+        return
+    match = _SHORT_CHUNK.search(f.extra_info)
+    if match and int(match.group(2)) < int(match.group(1)):
+        raise AudioError(f"cannot decode: truncated ({match.group(1)} bytes of audio announced, "
+                         f"{match.group(2)} present)")
+
+
+def open_soundfile(path: str | bytes | os.PathLike) -> sf.SoundFile:
+    """Open ``path`` with libsndfile by its OS bytes (any file name, UTF-8 or not).
+
+    Raises
+    ------
+    AudioError
+        A WAV/AIFF whose audio is cut off.
+    soundfile.LibsndfileError
+        libsndfile cannot read the file (the caller may try FFmpeg).
+    """
+    f = sf.SoundFile(os.fsencode(path))
+    try:
+        _check_complete(f)
+    except AudioError:
+        f.close()
+        raise
+    return f
+
+
 def _soundfile_blocks(path: Path, block_seconds: float) -> tuple[int, Iterator[np.ndarray]]:
-    f = sf.SoundFile(str(path))
+    f = open_soundfile(path)
 
     def blocks() -> Iterator[np.ndarray]:
         with f:
@@ -104,10 +150,28 @@ def _soundfile_blocks(path: Path, block_seconds: float) -> tuple[int, Iterator[n
     return f.samplerate, blocks()
 
 
-def _pyav_blocks(path: Path, block_seconds: float) -> tuple[int, Iterator[np.ndarray]]:
+def open_av(path: str | os.PathLike) -> Any:
+    """Open ``path`` with PyAV; a name that is not valid UTF-8 goes through a Python file
+    object, since FFmpeg takes names as UTF-8 text."""
     import av  # imported lazily: only files libsndfile cannot read need it
 
-    container = av.open(str(path))
+    name = os.fsdecode(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        handle = open(os.fsencode(path), "rb")
+        try:
+            return av.open(handle)
+        except BaseException:
+            handle.close()
+            raise
+    return av.open(name)
+
+
+def _pyav_blocks(path: Path, block_seconds: float) -> tuple[int, Iterator[np.ndarray]]:
+    import av
+
+    container = open_av(path)
     if not container.streams.audio:
         container.close()
         raise AudioError("no audio stream")
@@ -137,8 +201,32 @@ def _pyav_blocks(path: Path, block_seconds: float) -> tuple[int, Iterator[np.nda
     return sr, blocks()
 
 
+def open_checked(path: str | bytes | os.PathLike) -> Path:
+    """``path`` as a Path after checking it is a non-empty regular file.
+
+    Checked before any decoder opens it: opening a FIFO would block until a writer comes.
+
+    Raises
+    ------
+    AudioError
+        ``no such file``, ``not a regular file`` or ``empty file``.
+    """
+    path = Path(os.fsdecode(path))
+    try:
+        st = os.stat(os.fsencode(path))
+    except FileNotFoundError:
+        raise AudioError("no such file") from None
+    except OSError as err:
+        raise AudioError(f"cannot read: {err.strerror or err}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise AudioError("not a regular file")
+    if st.st_size == 0:
+        raise AudioError("empty file")
+    return path
+
+
 def decode_blocks(
-    path: str | Path, block_seconds: float = BLOCK_SECONDS
+    path: str | bytes | os.PathLike, block_seconds: float = BLOCK_SECONDS
 ) -> tuple[int, Iterator[np.ndarray]]:
     """Open ``path`` and return its native sample rate and an iterator of float32
     ``[frames, channels]`` blocks.
@@ -146,13 +234,9 @@ def decode_blocks(
     Raises
     ------
     AudioError
-        When neither libsndfile nor FFmpeg can open the file.
+        When neither libsndfile nor FFmpeg can open the file, or it is not a regular file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError("no such file")
-    if path.stat().st_size == 0:
-        raise AudioError("empty file")
+    path = open_checked(path)
     try:
         return _soundfile_blocks(path, block_seconds)
     except (sf.LibsndfileError, RuntimeError, TypeError):
@@ -163,6 +247,14 @@ def decode_blocks(
         except Exception as av_err:  # PyAV raises many error types for junk input
             reason = getattr(av_err, "strerror", None) or _one_line(av_err)
             raise AudioError(f"not decodable audio: {reason}") from av_err
+
+
+def check_finite(block: np.ndarray) -> np.ndarray:
+    """``block`` itself, or :class:`AudioError` when it holds NaN or infinity (a broken float
+    file: every feature computed from it would be NaN)."""
+    if not np.isfinite(block).all():
+        raise AudioError("invalid samples (NaN or infinity)")
+    return block
 
 
 def _one_line(err: BaseException) -> str:
@@ -180,12 +272,12 @@ def _mono_resampled(
     )
     try:
         for block in blocks:
-            mono = to_mono(block)
+            mono = check_finite(to_mono(block))  # NaN/inf survive the channel mean
             yield mono if resampler is None else resampler.resample_chunk(mono, last=False)
     except AudioError:
         raise
     except Exception as err:  # a decoder failing mid-stream: corrupt data
-        raise AudioError(f"decoding failed: {_one_line(err)}") from err
+        raise AudioError(f"cannot decode: {_one_line(err)}") from err
     if resampler is not None:
         yield resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
 
@@ -230,12 +322,13 @@ class ClipStream:
 
     After iteration, ``duration`` holds the decoded length in seconds and ``skipped_silent``
     the number of silent clips left out. A track shorter than one clip is repeated to fill one
-    clip. A track without one usable clip raises :class:`AudioError`.
+    clip. A track that cannot be decoded raises :class:`AudioError`; one without a usable
+    (non-silent) clip raises :class:`SilentAudio`.
     """
 
     def __init__(self, path: str | Path, sr: int, clip_seconds: float,
                  hop_seconds: float | None = None, batch_size: int = 64) -> None:
-        self.path = Path(path)
+        self.path = Path(os.fsdecode(path))
         self.sr = int(sr)
         self.clip_length = int(round(clip_seconds * sr))
         self.hop_length = int(round((hop_seconds or clip_seconds) * sr))
@@ -294,7 +387,7 @@ class ClipStream:
                 pending += 1
                 emitted += 1
         if emitted == 0:
-            raise AudioError("no usable clip: the audio is silent")
+            raise SilentAudio()
         if pending:
             yield flush()
 
@@ -302,17 +395,3 @@ class ClipStream:
         keep = np.abs(clips).max(axis=1) >= SILENCE_PEAK
         self.skipped_silent += int((~keep).sum())
         return keep
-
-
-def fingerprint(path: str | Path, seconds: float = 10.0, sr: int = 16000) -> str:
-    """A content fingerprint that survives renames, moves and tag edits.
-
-    SHA-1 of the first ``seconds`` of audio decoded to mono at ``sr`` and quantised to 16 bits,
-    plus the file's sample count over those seconds. Tags never enter it, so writing our tags
-    does not change it; re-encoding does (and should: it is then another file).
-    """
-    y = load(path, sr, max_seconds=seconds)
-    if len(y) == 0:
-        raise AudioError("no audio frames")
-    pcm = np.clip(np.round(y * 32767.0), -32768, 32767).astype("<i2")
-    return f"{hashlib.sha1(pcm.tobytes()).hexdigest()}:{len(pcm)}"

@@ -23,7 +23,8 @@ transaction:
 Tables
 ------
 ``tracks``        one row per audio file: path (unique, as OS bytes), size, mtime_ns,
-                  fingerprint (indexed), duration, analysed_at.
+                  fingerprint (indexed), duration, analysed_at, tagged (genreml wrote the
+                  result into the file's tags; reset when the file is analysed again).
 ``results``       one row per track and task: model name/version/sha256, threshold, stale flag,
                   labels (JSON), probs (float32 blob), clip starts (float32 blob) and timeline
                   (float16 blob, ``[n_clips, n_labels]``).
@@ -33,6 +34,9 @@ Tables
 ``jobs``          the watch daemon's queue, at most one pending job per path.
 
 Timestamps are UTC. Paths are stored absolute (not symlink-resolved).
+
+Opening the file, read-only opening and the one-line errors for a file that cannot be used
+live in :mod:`tagger.cachefile`.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ from sqlalchemy import (
     Select,
     UniqueConstraint,
     and_,
+    case,
     bindparam,
     create_engine,
     delete,
@@ -73,13 +78,13 @@ from sqlalchemy import (
     func,
     insert,
     or_,
+    pool,
     select,
     text,
     update,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
-from sqlalchemy.engine import URL
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -91,6 +96,8 @@ from sqlalchemy.orm import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from .cachefile import CacheError, FileIdentity, connector, file_identity, translate_errors
+from .fingerprint import same_duration, same_size_class
 from .result import DEFAULT_GENRE_THRESHOLD, HeadResult, ModelIdentity, TrackResult
 
 __all__ = [
@@ -107,7 +114,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
 JOB_STATES = ("pending", "running", "done", "failed")
 GENRE_TASK = "genre"
@@ -120,10 +127,6 @@ _DIALECT = SQLiteDialect_pysqlite()  # compiles the per-file lookup once (_looku
 PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 Models = Union[Mapping[str, ModelIdentity], Sequence[ModelIdentity]]
 _Wanted = tuple[tuple[Union[str, None], ModelIdentity], ...]  # hashable: statements are cached
-
-
-class CacheError(RuntimeError):
-    """The cache file cannot be used."""
 
 
 class CacheVersionError(CacheError):
@@ -188,6 +191,8 @@ class TrackRow(Base):
     fingerprint: Mapped[str | None] = mapped_column(index=True)
     duration: Mapped[float]
     analysed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # genreml wrote this result into the file's tags (``genreml status``: tagged)
+    tagged: Mapped[bool] = mapped_column(default=False, server_default=text("0"))
 
     results: Mapped[list[ResultRow]] = relationship(
         back_populates="track", cascade="all, delete-orphan", passive_deletes=True
@@ -267,7 +272,11 @@ class JobRow(Base):
 
 Migration = Callable[[Connection], None]
 # from_version -> function upgrading schema from_version to from_version + 1 (see module doc).
-MIGRATIONS: dict[int, Migration] = {}
+def _add_tagged(conn: Connection) -> None:
+    conn.exec_driver_sql("ALTER TABLE tracks ADD COLUMN tagged BOOLEAN NOT NULL DEFAULT 0")
+
+
+MIGRATIONS: dict[int, Migration] = {1: _add_tagged}
 
 
 # --------------------------------------------------------------------------- public records
@@ -312,7 +321,7 @@ def default_cache_path() -> Path:
     return root / "genreml" / "cache.db"
 
 
-def _on_connect(dbapi_conn: Any, record: Any) -> None:
+def _on_connect(dbapi_conn: Any, record: Any, readonly: bool = False) -> None:
     # SQLAlchemy emits BEGIN itself (_on_begin); the sqlite3 module's own transaction
     # handling would otherwise skip BEGIN for SELECTs and could not do BEGIN IMMEDIATE.
     dbapi_conn.isolation_level = None
@@ -321,6 +330,8 @@ def _on_connect(dbapi_conn: Any, record: Any) -> None:
     try:
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")  # first: the rest may wait
         cursor.execute("PRAGMA foreign_keys = ON")
+        if readonly:  # setting the journal mode would write the file
+            return
         cursor.execute("PRAGMA journal_mode = WAL")
         # Safe in WAL mode (no corruption, at worst the last commits lost on power failure)
         # and commits no longer fsync: storing 10,000 results stays fast.
@@ -342,12 +353,11 @@ def _on_begin(conn: Connection) -> None:
     conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def _make_engine(path: Path) -> Engine:
-    engine = create_engine(
-        URL.create("sqlite", database=str(path)),  # URL.create: no parsing of '?', '#', '%'
-        connect_args={"check_same_thread": False},  # the pool hands a connection to one thread
-    )
-    event.listen(engine, "connect", _on_connect)
+def _make_engine(path: Path, readonly: bool = False) -> Engine:
+    # The pool hands a connection to one thread at a time (check_same_thread=False).
+    engine = create_engine("sqlite://", creator=connector(path, readonly),
+                           poolclass=pool.QueuePool)
+    event.listen(engine, "connect", functools.partial(_on_connect, readonly=readonly))
     event.listen(engine, "checkout", _on_checkout)
     event.listen(engine, "begin", _on_begin)
     return engine
@@ -357,16 +367,31 @@ def _user_version(conn: Connection) -> int:
     return int(conn.exec_driver_sql("PRAGMA user_version").scalar_one())
 
 
-def _ensure_schema(conn: Connection) -> None:
-    """Create or upgrade the schema in ``conn``'s (immediate) transaction; see module doc."""
+def _check_version(conn: Connection, path: Path, readonly: bool = False) -> int:
+    """The stored schema version, after refusing one this code cannot use."""
     current = _user_version(conn)
-    if current == SCHEMA_VERSION:
-        return
     if current > SCHEMA_VERSION:
         raise CacheVersionError(
-            f"cache was written by a newer genreml (schema {current}, this version reads "
-            f"up to {SCHEMA_VERSION}): upgrade genreml or use another cache file"
+            f"cache {path} was written by a newer genreml (schema {current}, this version "
+            f"reads up to {SCHEMA_VERSION}): upgrade genreml or use another cache file"
         )
+    tables = {name for (name,) in conn.exec_driver_sql(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if current == 0 and tables:  # someone else's database: never add our tables to it
+        raise CacheError(f"cache {path} is not a genreml cache (it holds other tables): "
+                         f"move it away or pass --cache")
+    if readonly and current < SCHEMA_VERSION:
+        raise CacheError(f"cache {path} has schema {current}, older than this genreml's "
+                         f"{SCHEMA_VERSION}: run a writing command (genreml tag) once to "
+                         f"upgrade it")
+    return current
+
+
+def _ensure_schema(conn: Connection, path: Path) -> None:
+    """Create or upgrade the schema in ``conn``'s (immediate) transaction; see module doc."""
+    current = _check_version(conn, path)
+    if current == SCHEMA_VERSION:
+        return
     if current == 0:
         logger.info("creating cache schema version %d", SCHEMA_VERSION)
         Base.metadata.create_all(conn)
@@ -623,7 +648,8 @@ def _result_values(head: HeadResult, clip_starts: np.ndarray, now: datetime
     return values, probs.tolist()
 
 
-_TRACK_COLUMNS = ("size", "mtime_ns", "fingerprint", "duration", "analysed_at")
+# tagged is reset: a new result is not in the file's tags until the Tagger writes it
+_TRACK_COLUMNS = ("size", "mtime_ns", "fingerprint", "duration", "analysed_at", "tagged")
 
 
 def _track_upsert() -> Any:
@@ -652,6 +678,7 @@ def _store(conn: Connection, result: TrackResult, fingerprint: str | None,
     track_id = conn.execute(_TRACK_UPSERT, {
         "path": _norm(result.path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
         "fingerprint": fingerprint, "duration": float(result.duration), "analysed_at": now,
+        "tagged": False,
     }).scalar_one()
     # Probabilities of replaced results go with them (ON DELETE CASCADE).
     conn.execute(_RESULTS_DELETE,
@@ -726,27 +753,68 @@ class Cache:
     ----------
     path : str or Path, optional
         The database file; :func:`default_cache_path` if not given. Parent directories are
-        created.
+        created (unless ``readonly``).
+    readonly : bool
+        Open without ever writing the file (``genreml status``, ``show``, ``playlist`` on a
+        cache they cannot write); writes then raise :class:`CacheError`.
 
     Raises
     ------
+    CacheError
+        The file cannot be used (not a database, damaged, unreadable, read-only, missing
+        when ``readonly``): one line naming it and what to do. Also raised by a later query
+        that finds such a file.
     CacheVersionError
         The file was written by a newer genreml (or cannot be migrated).
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, readonly: bool = False
+                 ) -> None:
         self.path = Path(path).expanduser() if path is not None else default_cache_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._engine = _make_engine(self.path)
+        self.readonly = readonly
+        if not readonly:
+            with translate_errors(self.path):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._open()
+
+    def _open(self) -> None:
+        self._engine = _make_engine(self.path, self.readonly)
         self._write_engine = self._engine.execution_options(**{_IMMEDIATE: True})
         self._reader = sessionmaker(self._engine, expire_on_commit=False)
         self._writer = sessionmaker(self._write_engine, expire_on_commit=False)
         try:
-            with self._connect(write=True) as conn:
-                _ensure_schema(conn)
+            with self._connect(write=not self.readonly) as conn:
+                if self.readonly:
+                    _check_version(conn, self.path, readonly=True)
+                else:
+                    _ensure_schema(conn, self.path)
         except BaseException:
             self._engine.dispose()
             raise
+        self._identity: FileIdentity | None = file_identity(self.path)
+
+    def recreate_if_missing(self) -> bool:
+        """Start a fresh cache when the file was deleted or replaced under us.
+
+        SQLite keeps writing into the file it opened, even once unlinked: results would go
+        nowhere. Compares the open file's ``(st_dev, st_ino)`` with the path's.
+
+        Returns
+        -------
+        bool
+            True when a new cache was created at :attr:`path` (a warning is logged).
+        """
+        now = file_identity(self.path)
+        if now is not None and now == self._identity:
+            return False
+        logger.warning("cache %s was %s: starting a new one", self.path,
+                       "deleted" if now is None else "replaced by another file")
+        self._engine.dispose()
+        if not self.readonly:
+            with translate_errors(self.path):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._open()
+        return True
 
     # -- lifecycle
 
@@ -767,14 +835,47 @@ class Cache:
     def _connect(self, write: bool = False) -> Iterator[Connection]:
         """A transaction for SQL statements: ``BEGIN IMMEDIATE`` when ``write``, committed on
         success. (Statements run on a Connection skip the ORM's per-call overhead.)"""
-        with (self._write_engine if write else self._engine).begin() as conn:
+        self._check_writable(write)
+        with translate_errors(self.path), \
+                (self._write_engine if write else self._engine).begin() as conn:
             yield conn
 
     @contextmanager
     def _session(self, write: bool = False) -> Iterator[Session]:
         """A transaction as :meth:`_connect`, for work on ORM objects."""
-        with (self._writer if write else self._reader).begin() as session:
+        self._check_writable(write)
+        with translate_errors(self.path), \
+                (self._writer if write else self._reader).begin() as session:
             yield session
+
+    def _check_writable(self, write: bool) -> None:
+        if write and self.readonly:
+            raise CacheError(f"cache {self.path} was opened read-only: this command cannot "
+                             f"change it")
+
+    # -- what the cache holds
+
+    def summary(self) -> dict[str, int]:
+        """What the cache holds (``genreml status``).
+
+        Returns
+        -------
+        dict
+            ``tracks`` (files known), ``tagged`` (files whose tags genreml wrote),
+            ``stale`` (files with a result of an outdated model) and ``failed`` (jobs given
+            up on).
+        """
+        has_stale = exists().where(ResultRow.track_id == TrackRow.id, ResultRow.stale.is_(True))
+        with self._connect() as conn:
+            tracks, tagged, stale = conn.execute(select(
+                func.count(),
+                func.coalesce(func.sum(case((TrackRow.tagged.is_(True), 1), else_=0)), 0),
+                func.coalesce(func.sum(case((has_stale, 1), else_=0)), 0),
+            ).select_from(TrackRow)).one()
+            failed = conn.scalar(select(func.count()).select_from(JobRow)
+                                 .where(JobRow.state == "failed"))
+        return {"tracks": int(tracks), "tagged": int(tagged), "stale": int(stale),
+                "failed": int(failed or 0)}
 
     # -- lookups
 
@@ -808,11 +909,12 @@ class Cache:
         query = _lookup_query(wanted)
         params = list(query.params)
         params[query.path_index] = os.fsencode(key)  # as FsPath binds it
-        conn = self._engine.raw_connection()
-        try:
-            raw = conn.driver_connection.execute(query.sql, params).fetchall()
-        finally:
-            conn.close()
+        with translate_errors(self.path):
+            conn = self._engine.raw_connection()
+            try:
+                raw = conn.driver_connection.execute(query.sql, params).fetchall()
+            finally:
+                conn.close()
         rows = [query.row(os.fsdecode(r[0]), *r[1:]) for r in raw]  # path comes first
         return _collect(rows, wanted, {key: (st.st_size, st.st_mtime_ns)}).get(key)
 
@@ -855,7 +957,10 @@ class Cache:
                            path: PathLike | None = None) -> TrackResult | None:
         """A cached result by content fingerprint: finds a moved or renamed file.
 
-        The stored stat is not checked (the fingerprint identifies the content).
+        A stored file is taken for this one only when its duration agrees with the one the
+        fingerprint records and, when ``path`` is given, its size is in the same size class
+        (:func:`tagger.fingerprint.same_size_class`): a partial download is not the song.
+        Fingerprints of older genreml versions never match (their version differs).
 
         Parameters
         ----------
@@ -878,11 +983,16 @@ class Cache:
         """
         wanted = _wanted(models)
         stmt = _track_select(TrackRow.fingerprint == fingerprint, wanted)
+        new = _norm(path) if path is not None else None
+        size = os.stat(new).st_size if new is not None else None
         with self._connect(write=path is not None) as conn:
-            hits = _load(conn, stmt, wanted=wanted)
+            sizes = dict(conn.execute(select(TrackRow.path, TrackRow.size)
+                                      .where(TrackRow.fingerprint == fingerprint)).all())
+            hits = {p: r for p, r in _load(conn, stmt, wanted=wanted).items()
+                    if same_duration(r.duration, fingerprint)
+                    and (size is None or same_size_class(sizes[p], size))}
             if not hits:
                 return None
-            new = _norm(path) if path is not None else None
             # The file itself if stored (its tags changed, not its audio), else preferably a
             # row whose file is gone: that is the move we are looking for.
             old = new if new in hits else min(hits, key=lambda p: os.path.exists(p))
@@ -955,14 +1065,18 @@ class Cache:
                 st = stat if stat is not None else os.stat(_norm(result.path))
                 _store(conn, result, fingerprint, st, now)
 
-    def update_stat(self, path: PathLike, stat: os.stat_result | None = None) -> bool:
+    def update_stat(self, path: PathLike, stat: os.stat_result | None = None, *,
+                    tagged: bool = False) -> bool:
         """Record a file's current size and mtime after genreml rewrote its tags, so the next
-        run sees it unchanged. Returns whether the file is in the cache."""
+        run sees it unchanged (and with ``tagged``, that its tags hold the result). Returns
+        whether the file is in the cache."""
         key = _norm(path)
         st = stat if stat is not None else os.stat(key)
+        values: dict[str, Any] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        if tagged:
+            values["tagged"] = True
         with self._connect(write=True) as conn:
-            done = conn.execute(update(TrackRow).where(TrackRow.path == key)
-                                .values(size=st.st_size, mtime_ns=st.st_mtime_ns))
+            done = conn.execute(update(TrackRow).where(TrackRow.path == key).values(**values))
             return done.rowcount > 0
 
     def relocate(self, old: PathLike | TrackResult, new_path: PathLike,
@@ -1097,6 +1211,17 @@ class Cache:
             stmt = stmt.where(_has_genre(genre, min_genre_prob, include_stale))
         with self._connect() as conn:
             return [Hit(*row) for row in conn.execute(stmt)]
+
+    def labels(self, task: str, include_stale: bool = False) -> list[str]:
+        """The labels that cached results of ``task`` know, sorted (a playlist's label is
+        matched against them)."""
+        stmt = (select(ProbabilityRow.label).distinct()
+                .join(ResultRow, ProbabilityRow.result_id == ResultRow.id)
+                .where(ResultRow.task == task).order_by(ProbabilityRow.label))
+        if not include_stale:
+            stmt = stmt.where(ResultRow.stale.is_(False))
+        with self._connect() as conn:
+            return list(conn.scalars(stmt))
 
     # -- job queue
 

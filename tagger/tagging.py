@@ -12,18 +12,26 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from .audio import fingerprint
+from .audio import AudioError
 from .cache import Cache
+from .fingerprint import fingerprint
 from .model import ModelSet
 from .predict import Analyzer
 from .result import TrackResult
-from .tags import Policy, TagPlan, write_tags
+from .tags import V23_SEP, FileChanged, Policy, TagPlan, cleanup_stale_temp, write_tags
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Outcome", "Tagger"]
 
 SOURCES = ("cache", "moved", "analysed")
+# A file replaced while it is analysed is analysed again, this many times at most.
+MAX_ATTEMPTS = 3
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What must not change between the start of an analysis and its use."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 @dataclasses.dataclass
@@ -66,18 +74,27 @@ class Tagger:
         Plan tag changes without writing them.
     hop_seconds, threshold, max_genres
         See :class:`~tagger.predict.Analyzer`.
+    v23_sep : str
+        Separator of several genres in an ID3v2.3 tag (see :func:`tagger.tags.write_tags`).
+    safe_only : bool
+        Refuse to write where the file's owner, mode, xattrs or ACLs could not be carried
+        over exactly (see :func:`tagger.tags.write_tags`).
     """
 
     def __init__(self, models: ModelSet, cache: Cache, policy: str | Policy = "fill",
                  write: bool = True, dry_run: bool = False, hop_seconds: float | None = None,
-                 threshold: float | None = None, max_genres: int | None = None) -> None:
+                 threshold: float | None = None, max_genres: int | None = None, *,
+                 v23_sep: str = V23_SEP, safe_only: bool = False) -> None:
         self.analyzer = Analyzer(models, hop_seconds, threshold, max_genres)
         self.models = models
         self.cache = cache
         self.policy = Policy.of(policy)
         self.write = write
         self.dry_run = dry_run
+        self.v23_sep = v23_sep
+        self.safe_only = safe_only
         self.counts: Counter[str] = Counter()
+        self._cleaned: set[str] = set()  # folders whose stale temporary copies were removed
 
     @property
     def identities(self):
@@ -87,50 +104,104 @@ class Tagger:
         """Mark results of other model versions stale; returns how many."""
         return self.cache.mark_stale(self.identities)
 
-    def result_for(self, path: str | Path, reanalyse: bool = False) -> tuple[TrackResult, str]:
+    def result_for(self, path: str | Path, reanalyse: bool = False
+                   ) -> tuple[TrackResult, str]:
         """The file's result and its source (``cache``, ``moved`` or ``analysed``).
 
         Raises
         ------
         tagger.audio.AudioError, OSError
         """
-        path = Path(path)
-        st = os.stat(path)
-        result, source = None, "analysed"
-        if not reanalyse:
-            result = self.cache.lookup(path, self.identities, stat=st)
-            source = "cache"
-        fp = None
-        if result is None:
-            fp = fingerprint(path)
-            if not reanalyse:
-                result = self.cache.lookup_fingerprint(fp, self.identities, path=path)
-                source = "moved"
-        if result is None:
-            result = self.analyzer.analyze(path)
-            source = "analysed"
-            self.cache.store(result, fp, st)
-        result.path = str(path)
-        result.threshold = self.analyzer.threshold
-        result.max_genres = self.analyzer.max_genres
+        result, source, _ = self._result_and_stat(Path(path), reanalyse)
         return result, source
+
+    def _result_and_stat(self, path: Path, reanalyse: bool
+                         ) -> tuple[TrackResult, str, os.stat_result]:
+        """:meth:`result_for`, with the stat the result belongs to.
+
+        A result is only used (and cached) for the file it was computed from: when the file
+        is replaced or rewritten while it is fingerprinted or analysed, it is analysed again.
+        """
+        for _ in range(MAX_ATTEMPTS):
+            st = os.stat(path)
+            result, source, fp = None, "analysed", None
+            if not reanalyse:
+                result = self.cache.lookup(path, self.identities, stat=st)
+                source = "cache"
+            if result is None:
+                fp = fingerprint(path)
+                if not reanalyse and self._unchanged(path, st):
+                    result = self.cache.lookup_fingerprint(fp, self.identities, path=path)
+                    source = "moved"
+            if result is None:
+                result = self.analyzer.analyze(path)
+                source = "analysed"
+            if not self._unchanged(path, st):
+                log.info("%s changed while it was analysed: analysing it again", path)
+                continue
+            if source == "analysed":
+                self.cache.store(result, fp, st)
+            result.path = str(path)
+            result.threshold = self.analyzer.threshold
+            result.max_genres = self.analyzer.max_genres
+            return result, source, st
+        raise AudioError(f"file keeps changing ({MAX_ATTEMPTS} analyses were overtaken)")
+
+    @staticmethod
+    def _unchanged(path: Path, st: os.stat_result) -> bool:
+        try:
+            return _identity(os.stat(path)) == _identity(st)
+        except FileNotFoundError:
+            return False
+
+    def _clean_folder(self, path: Path) -> None:
+        """Remove temporary copies a killed writer left next to ``path`` (once per folder)."""
+        folder = os.path.dirname(os.path.abspath(path))
+        if folder in self._cleaned:
+            return
+        self._cleaned.add(folder)
+        try:
+            removed = cleanup_stale_temp(folder)
+        except OSError as err:  # a folder we cannot list: tagging goes on
+            log.warning("cannot clean temporary files in %s: %s", folder, err)
+            return
+        if removed:
+            log.info("removed %d stale temporary file(s) in %s", len(removed), folder)
 
     def tag(self, path: str | Path, reanalyse: bool = False) -> Outcome:
         """Analyse ``path`` through the cache and write its tags under the policy.
+
+        A result is written only into the file it was computed from: a file replaced or
+        rewritten since its analysis began is analysed again (at most :data:`MAX_ATTEMPTS`
+        times, then ``AudioError("file keeps changing ...")``).
 
         Raises
         ------
         tagger.audio.AudioError, tagger.tags.TagError, OSError
             The file cannot be analysed or tagged; nothing in it was changed.
         """
-        result, source = self.result_for(path, reanalyse)
-        outcome = Outcome(Path(path), result, source)
-        if self.write:
+        path = Path(path)
+        if self.write and not self.dry_run:
+            self._clean_folder(path)
+        for attempt in range(MAX_ATTEMPTS):
+            result, source, st = self._result_and_stat(path, reanalyse)
+            outcome = Outcome(path, result, source)
+            if not self.write:
+                break
             mood = result.emotion[0] if result.emotion else None
-            outcome.plan = write_tags(path, [g for g, _ in result.genres], mood, self.policy,
-                                      dry_run=self.dry_run)
+            try:
+                outcome.plan = write_tags(path, [g for g, _ in result.genres], mood, self.policy,
+                                          dry_run=self.dry_run, v23_sep=self.v23_sep,
+                                          expected=st, safe_only=self.safe_only)
+            except FileChanged:
+                if attempt == MAX_ATTEMPTS - 1:
+                    raise
+                log.info("%s changed before its tags were written: analysing it again", path)
+                continue
             if outcome.plan.changed and not self.dry_run:
-                self.cache.update_stat(path)  # our own write must not look like a new file
+                # our own write must not look like a new file
+                self.cache.update_stat(path, tagged=True)
+            break
         self.counts[outcome.status] += 1
         self.counts[source] += 1
         return outcome

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import threading
+
 import numpy as np
 import pytest
 import soundfile as sf
 
 from audiogen import FORMATS, make_audio, signal, write_audio
-from tagger.audio import AudioError, ClipStream, find_audio, fingerprint, frame_clips, load
+from tagger.audio import AudioError, ClipStream, SilentAudio, find_audio, frame_clips, load
 
 SR = 16000
 
@@ -92,10 +95,80 @@ def test_bad_files_raise_audio_error(tmp_path, content, reason):
         list(ClipStream(path, SR, 3.0))
 
 
-def test_silence_only_is_an_error(tmp_path):
-    path = make_audio(tmp_path / "silent.wav", seconds=5.0, sr=SR, kind="silence")
-    with pytest.raises(AudioError, match="silent"):
+@pytest.mark.parametrize("ext", ["wav", "flac", "mp3"])
+def test_silence_only_is_silent_audio(tmp_path, ext):
+    path = make_audio(tmp_path / f"silent.{ext}", seconds=5.0, sr=SR, kind="silence")
+    with pytest.raises(SilentAudio) as caught:
         list(ClipStream(path, SR, 3.0))
+    assert str(caught.value) == "silent" and isinstance(caught.value, AudioError)
+
+
+@pytest.mark.parametrize("ext", ["wav", "aiff"])
+def test_float_file_with_nan_or_inf_is_invalid_samples(tmp_path, ext):
+    for bad in (np.nan, np.inf, -np.inf):
+        data = signal(6.0, SR, kind="noise")
+        data[SR * 4, 0] = bad  # in the second clip: no clip may be analysed from it
+        path = tmp_path / f"bad.{ext}"
+        sf.write(path, data, SR, format=ext.upper(), subtype="FLOAT")
+        with pytest.raises(AudioError, match=r"^invalid samples \(NaN or infinity\)$"):
+            list(ClipStream(path, SR, 3.0))
+
+
+@pytest.mark.parametrize("ext", ["wav", "aiff"])
+def test_truncated_wav_or_aiff_cannot_be_decoded(tmp_path, ext):
+    path = make_audio(tmp_path / f"a.{ext}", seconds=10.0, sr=22050, kind="noise")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 6 // 10])  # a download cut off at 60%
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def decode() -> None:
+        try:
+            list(ClipStream(path, SR, 3.0))
+        except BaseException as err:  # handed to the test thread
+            errors.append(err)
+        done.set()
+
+    threading.Thread(target=decode, daemon=True).start()
+    assert done.wait(60), "decoding a truncated file hangs"
+    assert len(errors) == 1 and isinstance(errors[0], AudioError), errors
+    assert str(errors[0]).startswith("cannot decode: truncated") and "\n" not in str(errors[0])
+
+
+def test_fifo_is_not_a_regular_file_and_does_not_block(tmp_path):
+    fifo = tmp_path / "pipe.mp3"
+    os.mkfifo(fifo)
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def decode() -> None:
+        try:
+            list(ClipStream(fifo, SR, 3.0))
+        except BaseException as err:
+            errors.append(err)
+        done.set()
+
+    threading.Thread(target=decode, daemon=True).start()
+    if not done.wait(30):
+        with open(fifo, "wb"):  # release the blocked open so the thread can end
+            pass
+        pytest.fail("opening a FIFO blocked")
+    assert [str(e) for e in errors] == ["not a regular file"]
+    with pytest.raises(AudioError, match="not a regular file"):
+        list(ClipStream(tmp_path, SR, 3.0))  # a folder neither
+
+
+@pytest.mark.parametrize("ext", ["flac", "m4a"])  # libsndfile and FFmpeg
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_file_name_that_is_not_utf8_decodes(tmp_path, ext, as_bytes):
+    source = make_audio(tmp_path / f"src.{ext}", seconds=4.0, sr=22050, freq=1000.0)
+    raw = os.fsencode(tmp_path) + b"/caf\xe9 \xff." + ext.encode()
+    os.rename(source, raw)
+    path = raw if as_bytes else os.fsdecode(raw)  # bytes, or a surrogate-escaped str
+    clips = np.concatenate([b.clips for b in ClipStream(path, SR, 3.0)])
+    assert clips.shape == (1, 3 * SR)
+    spectrum = np.abs(np.fft.rfft(clips[0, :SR]))
+    assert abs(np.argmax(spectrum) - 1000) <= 2
 
 
 @pytest.mark.parametrize("ext", ["flac", "mp3", "wav"])
@@ -141,17 +214,3 @@ def test_find_audio_walks_folders_and_skips_hidden(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     found = [p.relative_to(tmp_path).as_posix() for p in find_audio([tmp_path])]
     assert found == ["a/x.flac", "a/y.MP3"]
-
-
-def test_fingerprint_ignores_tags_and_names_but_not_content(tmp_path):
-    import mutagen.flac
-
-    a = make_audio(tmp_path / "a.flac", seconds=12.0, sr=22050, kind="noise", seed=1)
-    before = fingerprint(a)
-    tags = mutagen.flac.FLAC(a)
-    tags["GENRE"] = ["Jazz"]
-    tags.save()
-    moved = a.rename(tmp_path / "moved.flac")
-    assert fingerprint(moved) == before
-    other = make_audio(tmp_path / "b.flac", seconds=12.0, sr=22050, kind="noise", seed=2)
-    assert fingerprint(other) != before

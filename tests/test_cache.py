@@ -28,6 +28,14 @@ T0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
 FLOAT16_ATOL = float(np.finfo(np.float16).eps) / 2  # rounding error of a value in [0, 1)
 
 
+def fp(name: str, duration: float = 16.5) -> str:
+    """A fingerprint in the current format recording ``duration`` (make_result's default)."""
+    return f"v2:1000:1:{round(duration * 1000)}:{name}"
+
+
+FP_A = fp("a")
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -68,7 +76,7 @@ def stored(tmp_path: Path, cache: Cache, name: str, fingerprint: str | None = No
            **kwargs) -> tuple[Path, TrackResult]:
     path = audio_file(tmp_path, name)
     result = make_result(path, **kwargs)
-    cache.store(result, fingerprint or f"fp-{name}")
+    cache.store(result, fingerprint or fp(name))
     return path, result
 
 
@@ -254,12 +262,12 @@ def test_path_that_is_not_utf8(tmp_path, cache):
 
 
 def test_get_and_info_ignore_stat_and_models(tmp_path, cache):
-    path, want = stored(tmp_path, cache, "a.flac", fingerprint="fp-a")
+    path, want = stored(tmp_path, cache, "a.flac", fingerprint=FP_A)
     path.write_bytes(b"changed")
     assert cache.lookup(path, MODELS) is None
     assert_same(cache.get(path), want)
     info = cache.info(path)
-    assert info["fingerprint"] == "fp-a" and info["duration"] == want.duration
+    assert info["fingerprint"] == FP_A and info["duration"] == want.duration
     assert info["analysed_at"].tzinfo == timezone.utc
     assert abs(datetime.now(timezone.utc) - info["analysed_at"]) < timedelta(minutes=5)
     assert info["results"]["genre"]["model"] == GENRE.id
@@ -279,13 +287,13 @@ def test_remove_cascades(tmp_path, cache):
 
 
 def test_moved_file_is_found_by_fingerprint_and_relocated(tmp_path, cache):
-    old, want = stored(tmp_path, cache, "old/a.flac", fingerprint="fp-a")
+    old, want = stored(tmp_path, cache, "old/a.flac", fingerprint=FP_A)
     new = tmp_path / "new" / "b.flac"
     new.parent.mkdir()
     os.rename(old, new)
     assert cache.lookup(new, MODELS) is None
-    assert cache.lookup_fingerprint("fp-other", MODELS, path=new) is None
-    found = cache.lookup_fingerprint("fp-a", MODELS, path=new)
+    assert cache.lookup_fingerprint(fp("other"), MODELS, path=new) is None
+    found = cache.lookup_fingerprint(FP_A, MODELS, path=new)
     assert found is not None and found.path == str(new)
     assert_same(found, want)
     assert_same(cache.lookup(new, MODELS), want)  # the next run hits by path
@@ -294,19 +302,19 @@ def test_moved_file_is_found_by_fingerprint_and_relocated(tmp_path, cache):
 
 
 def test_copied_file_gets_its_own_row(tmp_path, cache):
-    original, want = stored(tmp_path, cache, "a.flac", fingerprint="fp-a")
+    original, want = stored(tmp_path, cache, "a.flac", fingerprint=FP_A)
     copy = tmp_path / "copy.flac"
     shutil.copy2(original, copy)
-    assert cache.lookup_fingerprint("fp-a", MODELS, path=copy) is not None
+    assert cache.lookup_fingerprint(FP_A, MODELS, path=copy) is not None
     assert_same(cache.lookup(original, MODELS), want)  # no ping-pong between the two
     assert_same(cache.lookup(copy, MODELS), want)
 
 
 def test_lookup_fingerprint_without_path_changes_nothing(tmp_path, cache):
-    old, _ = stored(tmp_path, cache, "a.flac", fingerprint="fp-a")
-    found = cache.lookup_fingerprint("fp-a", MODELS)
+    old, _ = stored(tmp_path, cache, "a.flac", fingerprint=FP_A)
+    found = cache.lookup_fingerprint(FP_A, MODELS)
     assert found is not None and found.path == str(old)
-    assert cache.lookup_fingerprint("fp-a", {"genre": ModelIdentity("x", "1", "c" * 64)}) is None
+    assert cache.lookup_fingerprint(FP_A, {"genre": ModelIdentity("x", "1", "c" * 64)}) is None
 
 
 def test_relocate_replaces_the_row_at_the_target(tmp_path, cache):
@@ -537,18 +545,19 @@ def test_newer_schema_is_refused(tmp_path):
     Cache(db).close()
     newer = cache_module.SCHEMA_VERSION + 1
     sql(db, f"PRAGMA user_version = {newer}")
-    with pytest.raises(CacheVersionError, match="cache was written by a newer genreml"):
+    with pytest.raises(CacheVersionError, match="was written by a newer genreml"):
         Cache(db)
     assert sql(db, "PRAGMA user_version") == [(newer,)]
 
 
 def _old_cache(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
-    """A cache written by a (fake) previous release at schema 1, opened by a (fake) next
-    release whose SCHEMA_VERSION is 3."""
+    """A cache written by the current release at schema 2, opened by a (fake) next release
+    whose SCHEMA_VERSION is 4."""
     db = tmp_path / "cache.db"
     with Cache(db) as c:
         path, _ = stored(tmp_path, c, "a.flac")
-    monkeypatch.setattr(cache_module, "SCHEMA_VERSION", 3)
+    assert cache_module.SCHEMA_VERSION == 2
+    monkeypatch.setattr(cache_module, "SCHEMA_VERSION", 4)
     return db, path
 
 
@@ -564,11 +573,11 @@ def test_old_schema_is_migrated_step_by_step(tmp_path, monkeypatch):
         calls.append(2)
         conn.exec_driver_sql("UPDATE tracks SET note = 'migrated'")
 
-    monkeypatch.setattr(cache_module, "MIGRATIONS", {2: fill_note, 1: add_note})
+    monkeypatch.setattr(cache_module, "MIGRATIONS", {3: fill_note, 2: add_note})
     with Cache(db) as c:
         assert c.lookup(path, MODELS) is not None
     assert calls == [1, 2]
-    assert sql(db, "PRAGMA user_version") == [(3,)]
+    assert sql(db, "PRAGMA user_version") == [(4,)]
     assert sql(db, "SELECT note FROM tracks") == [("migrated",)]
     Cache(db).close()
     assert calls == [1, 2]  # nothing to do the second time
@@ -581,18 +590,56 @@ def test_failed_migration_changes_nothing(tmp_path, monkeypatch):
         conn.exec_driver_sql("ALTER TABLE tracks ADD COLUMN note TEXT")
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(cache_module, "MIGRATIONS", {1: add_then_fail, 2: lambda conn: None})
+    monkeypatch.setattr(cache_module, "MIGRATIONS", {2: add_then_fail, 3: lambda conn: None})
     with pytest.raises(RuntimeError, match="disk on fire"):
         Cache(db)
-    assert sql(db, "PRAGMA user_version") == [(1,)]
+    assert sql(db, "PRAGMA user_version") == [(2,)]
     assert "note" not in [row[1] for row in sql(db, "PRAGMA table_info(tracks)")]
 
 
 def test_missing_migration_is_refused(tmp_path, monkeypatch):
     db, _ = _old_cache(tmp_path, monkeypatch)
     monkeypatch.setattr(cache_module, "MIGRATIONS", {
-        1: lambda conn: conn.exec_driver_sql("ALTER TABLE tracks ADD COLUMN note TEXT")})
-    with pytest.raises(CacheVersionError, match="no migration from cache schema 2"):
+        2: lambda conn: conn.exec_driver_sql("ALTER TABLE tracks ADD COLUMN note TEXT")})
+    with pytest.raises(CacheVersionError, match="no migration from cache schema 3"):
         Cache(db)
-    assert sql(db, "PRAGMA user_version") == [(1,)]
+    assert sql(db, "PRAGMA user_version") == [(2,)]
     assert "note" not in [row[1] for row in sql(db, "PRAGMA table_info(tracks)")]
+
+
+def test_schema_1_gains_the_tagged_column(tmp_path):
+    db = tmp_path / "cache.db"
+    with Cache(db) as c:
+        path, _ = stored(tmp_path, c, "a.flac")
+    # as genreml with schema 1 left it: no tagged column
+    sql(db, "ALTER TABLE tracks DROP COLUMN tagged")
+    sql(db, "PRAGMA user_version = 1")
+    with Cache(db) as c:
+        assert c.lookup(path, MODELS) is not None
+        assert c.summary() == {"tracks": 1, "tagged": 0, "stale": 0, "failed": 0}
+    assert sql(db, "PRAGMA user_version") == [(2,)]
+
+
+def test_moved_match_needs_the_same_duration_and_size_class(tmp_path, cache):
+    old, _ = stored(tmp_path, cache, "old.flac", fingerprint=FP_A)
+    os.unlink(old)
+    big = audio_file(tmp_path, "big.flac", size=3 << 20)  # 3 MiB: not the 100-byte file
+    assert cache.lookup_fingerprint(FP_A, MODELS, path=big) is None
+    same = audio_file(tmp_path, "same.flac", size=100)
+    assert cache.lookup_fingerprint(fp("a", duration=20.0), MODELS, path=same) is None
+    assert cache.lookup_fingerprint(FP_A, MODELS, path=same) is not None
+
+
+def test_summary_counts_tracks_tagged_stale_and_failed(tmp_path, cache):
+    assert cache.summary() == {"tracks": 0, "tagged": 0, "stale": 0, "failed": 0}
+    a, _ = stored(tmp_path, cache, "a.flac")
+    stored(tmp_path, cache, "b.flac")
+    stored(tmp_path, cache, "c.flac", genre=ModelIdentity("genre-net", "0.9", "c" * 64))
+    assert cache.update_stat(a, tagged=True)
+    cache.mark_stale(MODELS)
+    cache.enqueue(tmp_path / "bad.flac")
+    job = cache.claim()
+    cache.fail(job.id, "broken", max_attempts=1)
+    assert cache.summary() == {"tracks": 3, "tagged": 1, "stale": 1, "failed": 1}
+    stored(tmp_path, cache, "a.flac")  # analysed again: not in its tags until written
+    assert cache.summary()["tagged"] == 0
