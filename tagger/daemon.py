@@ -8,9 +8,13 @@ How a file travels
    Temporary names (``.part``, ``.crdownload``, ``.!qB``, a ``~`` suffix, dot-files, genreml's
    own ``.NAME.genreml-XXXX.tmp``) and non-audio files are ignored; a rename from such a name
    to ``song.mp3`` is a new file.
-2. **Settling.** A file is ready when its size and mtime have not changed for ``settle``
-   seconds and, where inotify reports it, the writer has closed it (a writer that stays idle
-   but keeps the file open for :data:`OPEN_GRACE` seconds is given up on waiting for).
+   Paths whose real path leaves every watched root (a symlink to a file or folder
+   elsewhere) are skipped unless ``--follow-links`` (:mod:`tagger.links`).
+2. **Settling** (:mod:`tagger.settle`). A file is ready when its size and mtime have not
+   changed for its quiet time (``settle`` seconds; on polled roots two poll intervals more,
+   on network roots at least ``network_settle``) and no process is seen holding it open for
+   writing, however long that writer stays idle. Where writers cannot all be seen and
+   inotify said "written, not closed", it waits up to :data:`~tagger.settle.OPEN_GRACE`.
    Empty files keep waiting.
 3. **Queue.** A settled file whose cached size/mtime still match (:meth:`Cache.lookup_many`)
    is skipped: this is what stops our own tag writes (an atomic rename over the file) from
@@ -20,7 +24,10 @@ How a file travels
    ``genreml tag`` runs) on one shared :class:`ModelSet`: onnxruntime's ``run`` is thread-safe
    and releases the GIL, as do decoding and resampling, so threads overlap where it matters
    without loading the models once per worker. A failure retries with exponential back-off
-   and, after ``max_attempts``, stays ``failed`` with its error (``genreml status``).
+   and, after ``max_attempts``, stays ``failed`` with its error (``genreml status``). A file
+   found open for writing or changed at write-back time (:class:`~tagger.tags.FileBusy`,
+   :class:`~tagger.tags.FileChanged`) is no failure: it goes back to settling and is queued
+   again once it is quiet, whatever the cache says.
 
 On start, jobs left ``running`` by a dead daemon go back to pending and a catch-up scan queues
 what changed while nobody watched (also whenever a watched folder reappears, e.g. a share
@@ -30,6 +37,8 @@ are atomic, so never half-written). systemd is told ``READY=1``, ``STATUS=`` and
 ``WATCHDOG=1`` (:mod:`tagger.sdnotify`).
 
 One daemon per cache: a lock file next to the cache (``cache.db.watch.lock``) holds its pid.
+A cache file deleted or replaced under the running daemon is noticed on the next tick: a
+fresh one is created (:meth:`Cache.recreate_if_missing`) and every root is scanned again.
 """
 
 from __future__ import annotations
@@ -64,8 +73,10 @@ from watchdog.events import (
 )
 
 from .audio import AudioError, find_audio, is_audio_path
+from .links import LinkGuard, inside
 from .sdnotify import Notifier
-from .tags import TagError, cleanup_stale_temp, is_temp_file
+from .settle import Settler, quiet_time
+from .tags import FileBusy, FileChanged, TagError, is_temp_file
 
 if TYPE_CHECKING:
     from watchdog.observers.api import BaseObserver, ObservedWatch
@@ -74,6 +85,9 @@ if TYPE_CHECKING:
     from .tagging import Outcome, Tagger
 
 log = logging.getLogger(__name__)
+
+# "Not yet", not a failure: the file is being written, or changed since its analysis began.
+NOT_YET = (FileBusy, FileChanged)
 
 __all__ = [
     "BeetsLibrary",
@@ -101,8 +115,6 @@ NETWORK_FSTYPES = frozenset({"nfs", "nfs4", "cifs", "smb", "smb3", "smbfs", "ncp
 # fuseblk is a local disk through FUSE (ntfs-3g, exfat-fuse): all writes pass the local
 # kernel, so inotify sees them.
 LOCAL_FUSE = frozenset({"fuseblk"})
-# A writer idle this long with the file still open (no close-write seen) is assumed done.
-OPEN_GRACE = 300.0
 SCAN_CHUNK = 500          # files per cache lookup in the catch-up scan
 IDLE_WAIT = 1.0           # seconds an idle worker sleeps before looking for due retries
 STATUS_EVERY = 2.0        # seconds between STATUS= updates
@@ -138,6 +150,12 @@ class WatchSettings:
     stop_grace : float
         Seconds a file in progress may take to finish after SIGTERM before it is abandoned
         to the queue.
+    network_settle : float
+        Quiet seconds for files on a network or FUSE file system (NFS, SMB, sshfs...), where
+        a writer on another machine can neither be seen nor heard.
+    follow_links : bool
+        Tag files reached through symlinks that lead out of every watched folder (default:
+        skip them).
     """
 
     settle: float = 5.0
@@ -147,9 +165,12 @@ class WatchSettings:
     max_attempts: int = 5
     retry_delay: float = 30.0
     stop_grace: float = 3.0
+    network_settle: float = 60.0
+    follow_links: bool = False
 
     def __post_init__(self) -> None:
         checks = [(self.settle >= 0, "--settle must be >= 0"),
+                  (self.network_settle >= 0, "--network-settle must be >= 0"),
                   (self.poll_interval > 0, "--poll-interval must be > 0"),
                   (self.workers >= 1, "--workers must be >= 1"),
                   (self.max_attempts >= 1, "--max-attempts must be >= 1"),
@@ -163,6 +184,10 @@ class WatchSettings:
     def tick(self) -> float:
         """Seconds between two passes of the main loop: a fraction of the settle time."""
         return min(0.5, max(self.settle / 4, 0.05))
+
+    def quiet_time(self, polled: bool, network: bool) -> float:
+        """Quiet seconds for files below a root (:func:`tagger.settle.quiet_time`)."""
+        return quiet_time(self.settle, polled, self.poll_interval, network, self.network_settle)
 
 
 # --------------------------------------------------------------------------- file names
@@ -227,119 +252,6 @@ def needs_polling(path: str | os.PathLike[str],
     return fstype if fstype in NETWORK_FSTYPES or base in NETWORK_FSTYPES else None
 
 
-# --------------------------------------------------------------------------- settling
-
-
-@dataclasses.dataclass
-class _Entry:
-    since: float                          # last event or observed change (monotonic)
-    stat: tuple[int, int] | None = None   # (size, mtime_ns) at the last look
-    writing: bool = False                 # written to and not yet closed (inotify only)
-
-
-class Settler:
-    """Files that changed recently, until they have been quiet for ``settle`` seconds.
-
-    Thread-safe: observers and the catch-up scan :meth:`touch`, the main loop asks
-    :meth:`due`.
-
-    Parameters
-    ----------
-    settle : float
-        Quiet seconds needed.
-    open_grace : float
-        Quiet seconds after which a file still open for writing is taken anyway.
-    clock : callable
-        Monotonic seconds (tests may pass their own).
-    """
-
-    def __init__(self, settle: float, open_grace: float = OPEN_GRACE,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.settle = settle
-        self.open_grace = max(open_grace, settle)
-        self._clock = clock
-        self._entries: dict[str, _Entry] = {}
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, path: object) -> bool:
-        return path in self._entries
-
-    def touch(self, path: str, writing: bool | None = None) -> None:
-        """Something happened to ``path``: restart its quiet time.
-
-        ``writing``: True after a write (inotify: wait for the close), False after a
-        close-write or a rename into place, None when unknown (keeps the previous state).
-        """
-        now = self._clock()
-        with self._lock:
-            entry = self._entries.get(path)
-            if entry is None:
-                entry = self._entries[path] = _Entry(now)
-            entry.since = now
-            if writing is not None:
-                entry.writing = writing
-
-    def forget(self, path: str) -> None:
-        with self._lock:
-            self._entries.pop(path, None)
-
-    def forget_under(self, folder: str) -> None:
-        """Forget every file at or below ``folder`` (it was deleted or moved away)."""
-        prefix = folder.rstrip(os.sep) + os.sep
-        with self._lock:
-            for path in [p for p in self._entries if p == folder or p.startswith(prefix)]:
-                del self._entries[path]
-
-    def due(self) -> list[str]:
-        """The files that have settled; they are forgotten (a later change touches again)."""
-        with self._lock:
-            snapshot = [(p, e, e.since) for p, e in self._entries.items()]
-        ready: set[str] = set()
-        gone: set[str] = set()
-        for path, entry, since in snapshot:  # stat outside the lock: a share may be slow
-            state = self._look(path, entry)
-            if state == "gone":
-                gone.add(path)
-            elif state == "ready":
-                ready.add(path)
-        settled: list[str] = []
-        with self._lock:
-            for path, _, since in snapshot:
-                entry = self._entries.get(path)
-                # A touch that came in meanwhile wins: the file is not quiet after all.
-                if entry is None or entry.since != since:
-                    continue
-                if path in gone:
-                    del self._entries[path]
-                elif path in ready:
-                    del self._entries[path]
-                    settled.append(path)
-        return sorted(settled)
-
-    def _look(self, path: str, entry: _Entry) -> str:
-        """``gone``, ``ready`` or ``wait``; notes a changed stat as activity."""
-        try:
-            st = os.stat(path)
-        except OSError:
-            return "gone"
-        if not stat.S_ISREG(st.st_mode):
-            return "gone"
-        now = self._clock()
-        current = (st.st_size, st.st_mtime_ns)
-        if entry.stat is not None and current != entry.stat:
-            entry.since = now  # changed without an event (polling, or between two events)
-        entry.stat = current
-        quiet = now - entry.since
-        if quiet < self.settle or st.st_size == 0:
-            return "wait"
-        if entry.writing and quiet < self.open_grace:
-            return "wait"
-        return "ready"
-
-
 # --------------------------------------------------------------------------- events
 
 
@@ -347,10 +259,11 @@ class _EventHandler(FileSystemEventHandler):
     """Turns watchdog events under one root into :class:`Settler` touches."""
 
     def __init__(self, root: str, watched: str, settler: Settler, close_events: bool,
-                 on_root_gone: Callable[[], None]) -> None:
+                 on_root_gone: Callable[[], None], settle: float | None = None) -> None:
         self.root = root
         self.watched = watched  # what the observer watches: the root's real path if a link
         self.settler = settler
+        self.settle = settle  # quiet seconds below this root (None: the settler's)
         self.close_events = close_events
         self.on_root_gone = on_root_gone
 
@@ -388,17 +301,19 @@ class _EventHandler(FileSystemEventHandler):
                 self.settler.forget(src)
             dest = self._path(event.dest_path) if event.dest_path else None
             if dest is not None:  # renamed into place: complete (song.mp3.part -> song.mp3)
-                self.settler.touch(dest, writing=False)
+                self.settler.touch(dest, writing=False, settle=self.settle)
         elif src is None:
             return
         elif isinstance(event, FileDeletedEvent):
             self.settler.forget(src)
         elif isinstance(event, FileClosedEvent):
-            self.settler.touch(src, writing=False)
+            self.settler.touch(src, writing=False, settle=self.settle)
         elif isinstance(event, FileModifiedEvent):
-            self.settler.touch(src, writing=True if self.close_events else None)
+            self.settler.touch(src, writing=True if self.close_events else None,
+                               settle=self.settle)
         elif isinstance(event, FileCreatedEvent):
-            self.settler.touch(src)  # a hard link or a move from outside never writes
+            # a hard link or a move from outside never writes
+            self.settler.touch(src, settle=self.settle)
 
 
 # --------------------------------------------------------------------------- watched roots
@@ -417,6 +332,7 @@ class _Root:
         self.watch: ObservedWatch | None = None
         self.observer: BaseObserver | None = None
         self.kind = ""
+        self.quiet: float | None = None  # quiet seconds below it (None: not scheduled yet)
         self.lost = False  # the observer saw the folder itself go (its inode may come back)
         self._missing_logged = False
         self._retry_at = 0.0
@@ -460,19 +376,21 @@ class _Root:
         for kind in kinds:
             observer = daemon.observer(kind)
             close_events = type(observer).__name__.startswith("Inotify")
+            quiet = daemon.settings.quiet_time(kind == "polling", network is not None)
             handler = _EventHandler(self.path, real, daemon.settler, close_events,
-                                    self.mark_lost)
+                                    self.mark_lost, quiet)
             try:
                 self.watch = observer.schedule(handler, real, recursive=True)
             except OSError as err:  # e.g. the inotify watch limit: poll instead
                 log.warning("cannot watch %s with %s (%s)", self.path, kind, err)
                 continue
-            self.observer, self.kind = observer, kind
+            self.observer, self.kind, self.quiet = observer, kind, quiet
             if kind == "native":
                 how = "inotify" if close_events else "native events"
             else:
                 how = f"polling every {daemon.settings.poll_interval:g} s"
                 how += f": {network} file system" if network else ""
+                how += f"; files settle for {quiet:g} s"
             log.info("watching %s (%s)", self.path, how)
             return True
         self._retry_at = time.monotonic() + self.RETRY
@@ -709,10 +627,13 @@ class _Scanner(threading.Thread):
         super().__init__(name="genreml-scanner", daemon=True)
         self._daemon = daemon
         self._queue: queue.Queue[str] = queue.Queue()
-        self.busy = False
+
+    @property
+    def busy(self) -> bool:
+        """A scan is asked for or running (``unfinished_tasks`` counts both, atomically)."""
+        return self._queue.unfinished_tasks > 0
 
     def request(self, root: str) -> None:
-        self.busy = True
         self._queue.put(root)
 
     def run(self) -> None:
@@ -721,13 +642,13 @@ class _Scanner(threading.Thread):
             try:
                 root = self._queue.get(timeout=0.5)
             except queue.Empty:
-                self.busy = False
                 continue
             try:
                 d.catch_up(root)
             except Exception:
                 log.exception("catch-up scan of %s failed", root)
-            self.busy = not self._queue.empty()
+            finally:
+                self._queue.task_done()
 
 
 # --------------------------------------------------------------------------- the daemon
@@ -748,6 +669,8 @@ class Daemon:
         Also update the beets item of each tagged file.
     notifier : Notifier, optional
         systemd notifications (default: from the environment; a no-op outside systemd).
+    clock : callable, optional
+        Monotonic seconds for settling (tests pass their own to make time pass at will).
 
     Notes
     -----
@@ -757,7 +680,8 @@ class Daemon:
 
     def __init__(self, roots: Sequence[str | os.PathLike[str]], make_tagger: Callable[[], Tagger],
                  settings: WatchSettings | None = None, beets: BeetsLibrary | None = None,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if not roots:
             raise ValueError("no folder to watch")
         self.settings = settings or WatchSettings()
@@ -770,7 +694,8 @@ class Daemon:
         self.notifier = notifier if notifier is not None else Notifier()
         self.roots = [_Root(path, self.settings.poll)
                       for path in dict.fromkeys(os.path.abspath(os.fspath(r)) for r in roots)]
-        self.settler = Settler(self.settings.settle)
+        self.settler = Settler(self.settings.settle, clock=clock)
+        self.links = LinkGuard(lambda: [r.path for r in self.roots], self.settings.follow_links)
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.ready = threading.Event()
@@ -785,6 +710,9 @@ class Daemon:
         self._last_status = ""
         self._stop_requested = False
         self._in_progress: set[str] = set()  # paths in a worker's hands
+        # Files whose tags could not be written yet (busy or changed): queued once settled
+        # even though the cache already holds their result.
+        self._owed: set[str] = set()
 
     # -- life cycle
 
@@ -858,7 +786,12 @@ class Daemon:
                     raise  # exit non-zero: systemd restarts us (Restart=on-failure)
 
     def _tick(self) -> None:
-        """One pass: follow the folders, queue what settled, talk to systemd."""
+        """One pass: follow the folders and the cache file, queue what settled, talk to
+        systemd."""
+        if self._cache_recreated():
+            for root in self.roots:
+                if root.watched:
+                    self._scanner.request(root.path)
         for root in self.roots:
             if root.refresh(self):
                 self._scanner.request(root.path)
@@ -879,6 +812,14 @@ class Daemon:
         if now >= t["prune"]:
             self.cache.prune_jobs()
             t["prune"] = now + PRUNE_EVERY
+
+    def _cache_recreated(self) -> bool:
+        """Whether the cache file was deleted or replaced under us and a fresh one made (one
+        stat per tick); what it held is gone, so every root needs a new scan."""
+        if not self.cache.recreate_if_missing():
+            return False
+        log.info("new cache %s: scanning every watched folder again", self.cache.path)
+        return True
 
     def _shutdown(self) -> None:
         self.stopping.set()
@@ -911,6 +852,11 @@ class Daemon:
                                            *self._observers.values()]
         return all(t.is_alive() for t in threads)
 
+    @property
+    def scanning(self) -> bool:
+        """Whether a catch-up scan is running or asked for."""
+        return self._scanner.busy
+
     def observer(self, kind: str) -> BaseObserver:
         """The running observer of ``kind`` (``native`` or ``polling``), started on first use."""
         observer = self._observers.get(kind)
@@ -932,9 +878,15 @@ class Daemon:
     def submit(self, paths: Sequence[str]) -> int:
         """Queue the settled ``paths`` that the cache does not already know as they are now
         (our own tag writes land here and stop). Returns how many were queued."""
+        paths = self.links.filter(paths)
         with self._state_lock:  # a worker has it: what it writes is ours, not news
+            busy = [p for p in paths if p in self._in_progress]
             paths = [p for p in paths if p not in self._in_progress]
-        hits = self.cache.lookup_many(paths, self.identities)
+            owed = {p for p in paths if p in self._owed}
+            self._owed -= owed
+        for path in busy:
+            log.debug("%s: being tagged (our own write); not queued", path)
+        hits = set(self.cache.lookup_many(paths, self.identities)) - owed
         for path in hits:
             log.debug("%s: unchanged since tagged; not queued", path)
         return self._enqueue([p for p in paths if p not in hits])
@@ -957,12 +909,13 @@ class Daemon:
         # Already queued or in a worker's hands (a restart after a crash): a second job would
         # only find the cache hit its first one leaves.
         active = {j.path for state in ("pending", "running") for j in self.cache.recent_jobs(state)}
+        quiet = self._quiet_for(root)
         started = time.monotonic()
         total = queued = settling = 0
         for chunk in _chunks(find_audio([root]), SCAN_CHUNK):
             if self.stopping.is_set():
                 return
-            stats = _stats(str(p) for p in chunk if not is_ignored_name(p))
+            stats = _stats(self.links.filter(str(p) for p in chunk if not is_ignored_name(p)))
             total += len(stats)
             hits = self.cache.lookup_many(list(stats), self.identities, stats)
             now = time.time()
@@ -971,14 +924,20 @@ class Daemon:
                 if (path in hits or path in active
                         or st.st_mtime <= failed.get(path, float("-inf"))):
                     continue
-                if now - st.st_mtime < self.settings.settle:
-                    self.settler.touch(path)
+                if now - st.st_mtime < quiet:
+                    self.settler.touch(path, settle=quiet)
                     settling += 1
                 else:
                     old.append(path)
             queued += self._enqueue(old)
         log.info("catch-up scan of %s: %d audio files, %d queued, %d settling (%.1f s)", root,
                  total, queued, settling, time.monotonic() - started)
+
+    def _quiet_for(self, path: str) -> float:
+        """Quiet seconds for a file at or below ``path``: its (innermost) root's."""
+        quiet = [(len(r.path), r.quiet) for r in self.roots
+                 if r.quiet is not None and inside(path, r.path)]
+        return max(quiet)[1] if quiet else self.settings.settle
 
     # -- work
 
@@ -998,9 +957,14 @@ class Daemon:
             self.cache.complete(job.id)
             log.info("%s is gone; dropped from the queue", path)
             return
+        if not self.links.allows(path):  # became a link out since it was queued
+            self.cache.complete(job.id)
+            return
         try:
-            cleanup_stale_temp(os.path.dirname(path))  # left by a writer killed mid-write
-            outcome = tagger.tag(path)
+            outcome = tagger.tag(path)  # also removes stale temporary copies in its folder
+        except NOT_YET as err:
+            self._not_yet(job, err)
+            return
         except Exception as err:  # one broken file must not stop the daemon
             if not isinstance(err, (AudioError, TagError, OSError)):
                 log.debug("traceback for %s", path, exc_info=True)
@@ -1015,6 +979,16 @@ class Daemon:
         with self._state_lock:
             self.stats.update(["done", outcome.status, outcome.source])
         log.info("%s", _describe(outcome))
+
+    def _not_yet(self, job: Job, err: Exception) -> None:
+        """The file is being written or changed under us: no attempt lost, back to settling.
+        The cache may hold its result already, so it is queued when it settles anyway."""
+        self.cache.complete(job.id)
+        with self._state_lock:
+            self._owed.add(job.path)
+            self.stats["deferred"] += 1
+        self.settler.touch(job.path, settle=self._quiet_for(job.path))
+        log.info("%s: not yet (%s); tagged once it settles", job.path, _reason(err))
 
     def _failed(self, job: Job, reason: str) -> None:
         s = self.settings
@@ -1038,7 +1012,7 @@ class Daemon:
         watched = sum(r.watched for r in self.roots)
         folders = (f"{watched} folder{'s' if watched != 1 else ''}" if watched == len(self.roots)
                    else f"{watched} of {len(self.roots)} folders")
-        scanning = "; scanning" if self._scanner.busy else ""
+        scanning = "; scanning" if self.scanning else ""
         return (f"watching {folders}{scanning}; {counts['pending']} queued, "
                 f"{counts['running']} running; {self.stats['done']} done, "
                 f"{self.stats['failed']} failed since start")
