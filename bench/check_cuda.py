@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
+import tagger  # noqa: F401  (first: switches onnxruntime's telemetry off)
+import onnxruntime as ort  # noqa: E402
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from . import ORT_TELEMETRY_ON
 from .features import FeatureSettings
 from .result import ModelIdentity
 
@@ -128,8 +129,8 @@ def choose_providers(device: str = "auto") -> list[str]:
     if device == "cuda":
         if "CUDAExecutionProvider" not in available:
             raise ModelError(
-                "--device cuda: onnxruntime has no CUDA provider (install genreml[gpu] and a "
-                f"CUDA runtime); available: {', '.join(available)}"
+                "--device cuda: onnxruntime has no CUDA provider (pip install '.[gpu]' in a "
+                f"genreml clone, and a CUDA runtime); available: {', '.join(available)}"
             )
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if device != "auto":
@@ -270,7 +271,21 @@ def _share_cpu_arena() -> None:
             _shared_arena_ready = True
 
 
+_telemetry_warned = False
+
+
+def _warn_if_telemetry_on() -> None:
+    """Say once when onnxruntime was imported, telemetry on, before genreml could stop it."""
+    global _telemetry_warned
+    if ORT_TELEMETRY_ON and not _telemetry_warned:
+        _telemetry_warned = True
+        log.warning("onnxruntime was imported before genreml, with its telemetry on; set "
+                    "ORT_DISABLE_TELEMETRY=1 in the environment to keep it from contacting "
+                    "Microsoft")
+
+
 def _session_options(threads: int) -> ort.SessionOptions:
+    _warn_if_telemetry_on()
     _share_cpu_arena()
     opts = ort.SessionOptions()
     opts.add_session_config_entry("session.use_env_allocators", "1")

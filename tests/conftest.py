@@ -6,6 +6,10 @@ import os
 import sys
 from pathlib import Path
 
+# Test modules import onnxruntime (tests/onnx_models.py) before tagger can switch its
+# telemetry off: do it here, first, as tagger/__init__.py does for genreml itself.
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
 TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:  # `from audiogen import make_audio` from any test module
     sys.path.insert(0, str(TESTS_DIR))
