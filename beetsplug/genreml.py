@@ -15,6 +15,12 @@ Fields written per item:
 ``genreml_model``       the model id(s) the values come from
 ``genre_<label>``,      one float per model label (slugified), for range queries such as
 ``mood_<label>``        ``beet ls mood_calm:0.7..``
+
+The results cache is the one the ``genreml`` CLI and the watch daemon use
+(:func:`tagger.cache.default_cache_path`), unless ``genreml.cache`` names another. On import
+the items are analysed once beets has copied or moved them (``import_task_files``), at their
+final paths. File tags are written by :func:`tagger.tags.write_tags` (the same safe writer as
+``genreml tag``), honouring ``v23_sep`` and ``safe_only``.
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ import contextlib
 import os
 import re
 import sys
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -38,15 +43,16 @@ from mediafile import (
     MP3StorageStyle,
     MP4StorageStyle,
     StorageStyle,
-    UnreadableFileError,
 )
 
 from beets import ui
 from beets.dbcore import types
 from beets.library import Item
 from beets.plugins import BeetsPlugin, find_plugins
-from beets.util import syspath
-from tagger.tags import MODES, FileTags, Policy, plan_tags
+from tagger.playlist import (PlaylistEntry, UnknownLabel, format_m3u, match_label,
+                             write_text_atomically)
+from tagger.report import RunCounts, failure_reason, printable, skip_reason
+from tagger.tags import MODES, V23_SEP, FileTags, Policy, plan_tags
 
 if TYPE_CHECKING:
     import optparse
@@ -121,10 +127,12 @@ class GenremlPlugin(BeetsPlugin):
             "device": "auto",    # auto, cpu or cuda
             "threshold": None,   # genre threshold; null: the model's own
             "policy": "fill",    # fill, merge or force, for `genres` and `mood`
-            "cache": None,       # results cache; null: genreml.db next to the library db
+            "cache": None,       # results cache; null: the CLI's and daemon's default
             "auto": True,        # analyse items on import
             "write": None,       # write file tags; null: follow import.write
             "max_genres": None,  # at most this many genres; null: no limit
+            "v23_sep": V23_SEP,  # joins genres in ID3v2.3 tags (Picard's v23_sep)
+            "safe_only": False,  # refuse a file whose owner/mode/xattrs could not be kept
         })
         self._lock = threading.RLock()
         self._model_set: ModelSet | None = None
@@ -138,7 +146,8 @@ class GenremlPlugin(BeetsPlugin):
         except ValueError:  # defined already (another plugin, or an earlier instance)
             Item._media_fields.add("mood")
         if self.config["auto"].get(bool):
-            self.import_stages = [self.imported]
+            # after beets copied or moved the files: analyse (and cache) them where they stay
+            self.register_listener("import_task_files", self.imported)
         self.register_listener("cli_exit", self._close)
 
     # -- configuration and lazy state
@@ -230,24 +239,22 @@ class GenremlPlugin(BeetsPlugin):
                 self._fields = fields
             return self._fields
 
-    def _cache_path(self, lib: Library) -> Path:
+    def _cache_path(self) -> Path:
+        """``genreml.cache``, else the cache the CLI and the daemon use: a file analysed by
+        one of them is not analysed again here."""
+        from tagger.cache import default_cache_path
+
         configured = self.config["cache"].get(confuse.Optional(confuse.Filename()))
-        if configured:
-            return Path(configured)
-        if str(lib.path) == ":memory:":
-            from tagger.cache import default_cache_path
+        return Path(configured) if configured else default_cache_path()
 
-            return default_cache_path()
-        return Path(lib.path).parent / "genreml.db"
-
-    def _tagger(self, lib: Library) -> Tagger:
-        """The tagger for ``lib``'s cache (models loaded on first use).
+    def _tagger(self, lib: Library | None = None) -> Tagger:
+        """The tagger for the configured cache (models loaded on first use).
 
         Raises
         ------
         tagger.model.ModelError, tagger.cache.CacheError
         """
-        path = self._cache_path(lib)
+        path = self._cache_path()
         with self._lock:
             tagger = self._taggers.get(path)
             if tagger is None:
@@ -259,7 +266,9 @@ class GenremlPlugin(BeetsPlugin):
                     raise ui.UserError("genreml.threshold must be between 0 and 1")
                 max_genres = self.config["max_genres"].get(confuse.Optional(int))
                 tagger = Tagger(self._models(), Cache(path), policy=self.policy(), write=False,
-                                threshold=threshold, max_genres=max_genres)
+                                threshold=threshold, max_genres=max_genres,
+                                v23_sep=self.config["v23_sep"].as_str(),
+                                safe_only=self.config["safe_only"].get(bool))
                 self._taggers[path] = tagger
             return tagger
 
@@ -280,19 +289,22 @@ class GenremlPlugin(BeetsPlugin):
 
     # -- the work on one item
 
-    def _result(self, item: Item, tagger: Tagger, reanalyse: bool = False
-                ) -> tuple[TrackResult, str] | None:
-        """The item's analysis (cache first), or None after logging why there is none."""
-        from tagger.audio import AudioError
-
+    def _result(self, item: Item, tagger: Tagger, reanalyse: bool = False,
+                counts: RunCounts | None = None) -> tuple[TrackResult, str] | None:
+        """The item's analysis (cache first), or None after logging why there is none (and
+        counting the item as skipped or failed in ``counts``)."""
+        counts = counts if counts is not None else RunCounts()
         try:
             return tagger.result_for(item.filepath, reanalyse=reanalyse)
-        except (AudioError, OSError) as err:
-            reason = err.strerror if isinstance(err, OSError) and err.strerror else err
-            self._log.error("{}: {}", item.filepath, reason)
         except Exception as err:  # one broken file must not end a library-wide run
-            self._log.error("{}: {}: {}", item.filepath, type(err).__name__, err)
-            self._log.debug("traceback", exc_info=True)
+            skipped = skip_reason(err)
+            if skipped:
+                counts.skipped += 1
+                self._log.info("{}: skipped: {}", printable(item.filepath), skipped)
+            else:
+                counts.failed += 1
+                self._log.error("{}: {}", printable(item.filepath), failure_reason(err))
+                self._log.debug("traceback", exc_info=True)
         return None
 
     def apply_result(self, item: Item, result: TrackResult, policy: Policy) -> list[str]:
@@ -320,21 +332,31 @@ class GenremlPlugin(BeetsPlugin):
         item.update(values)
         return [key for key in values if item.get(key) != before[key]]
 
-    @staticmethod
-    def _file_disagrees(item: Item) -> bool:
-        """Whether the file's genres or mood differ from the item's (or cannot be read)."""
+    def _write_file(self, item: Item, tagger: Tagger) -> bool:
+        """Put the item's ``genres`` and ``mood`` into its file with genreml's safe writer
+        (a download in progress is left alone, owner and xattrs are kept, ``v23_sep`` and
+        ``safe_only`` apply); a failure is logged. Returns whether the file changed."""
+        from beets import config
+        from tagger.tags import TagError, write_tags
+
         try:
-            media = MediaFile(syspath(item.path))
-        except UnreadableFileError:
-            return True  # try_write will say why
-        return (list(media.genres or []) != list(item.genres)
-                or (media.mood or None) != (item.get("mood") or None))
+            plan = write_tags(item.filepath, list(item.genres), item.get("mood") or None,
+                              "force", id3_version=3 if config["id3v23"].get(bool) else None,
+                              v23_sep=self.config["v23_sep"].as_str(),
+                              safe_only=self.config["safe_only"].get(bool))
+        except (TagError, OSError) as err:
+            self._log.error("{}: {}", printable(item.filepath), failure_reason(err))
+            return False
+        if plan.changed:
+            item.mtime = item.current_mtime()  # as beets' own write does: not "modified"
+            tagger.cache.update_stat(item.filepath)  # nor a new file to the cache
+        return plan.changed
 
     @staticmethod
     def _summary(item: Item, result: TrackResult, source: str) -> str:
         genres = ", ".join(f"{label} {prob:.2f}" for label, prob in result.genres) or "-"
         mood = f" | {result.emotion[0]} {result.emotion[1]:.2f}" if result.emotion else ""
-        return f"{format(item)}: {genres}{mood} ({source})"
+        return f"{printable(format(item))}: {genres}{mood} ({source})"
 
     # -- commands
 
@@ -344,7 +366,10 @@ class GenremlPlugin(BeetsPlugin):
         tag.parser.add_option("-p", "--pretend", action="store_true", default=False,
                               help="show what would change; store and write nothing")
         tag.parser.add_option("-f", "--force", action="store_true", default=False,
-                              help="re-analyse even when the cache has a result")
+                              help="overwrite existing genres and mood (as lastgenre's and "
+                                   "autobpm's -f; the same as --policy force)")
+        tag.parser.add_option("-r", "--reanalyse", action="store_true", default=False,
+                              help="analyse again even when the cache has a result")
         tag.parser.add_option("--policy", choices=MODES, default=None,
                               help="fill (default: keep existing genres / mood), merge "
                                    "(append) or force (replace)")
@@ -372,34 +397,36 @@ class GenremlPlugin(BeetsPlugin):
         return [tag, playlist]
 
     def tag_command(self, lib: Library, opts: optparse.Values, args: list[str]) -> None:
-        """``beet genreml [-p] [-f] [--policy P] [-w|-W] [QUERY]``."""
-        policy = self.policy(opts.policy)
-        write = ui.should_write(
-            opts.write if opts.write is not None
-            else self.config["write"].get(confuse.Optional(bool)))
+        """``beet genreml [-p] [-f] [-r] [--policy P] [-w|-W] [QUERY]``."""
+        if opts.force and opts.policy not in (None, "force"):
+            raise ui.UserError("-f/--force overwrites existing values: it cannot go with "
+                               f"--policy {opts.policy}")
+        policy = self.policy("force" if opts.force else opts.policy)
+        write = self._should_write(opts.write)
         tagger = self._tagger_or_fail(lib)
         items = list(lib.items(args))
-        counts = {"changed": 0, "unchanged": 0, "failed": 0}
+        counts = RunCounts()
         for item in self._progress(items):
-            found = self._result(item, tagger, reanalyse=opts.force)
+            found = self._result(item, tagger, reanalyse=opts.reanalyse, counts=counts)
             if found is None:
-                counts["failed"] += 1
                 continue
             result, source = found
             changed = self.apply_result(item, result, policy)
-            counts["changed" if changed else "unchanged"] += 1
+            counts.add(bool(changed), source)
             with self._print_lock():
                 ui.print_(self._summary(item, result, source))
                 ui.show_model_changes(item, fields=MEDIA_FIELDS, print_obj=False)
             if opts.pretend:
                 continue
-            wrote = write and self._file_disagrees(item) and item.try_write()
+            if write:
+                self._write_file(item, tagger)
             item.store()
-            if wrote:  # our own write must not look like a new file to the cache
-                tagger.cache.update_stat(item.filepath)
-        verb = "would change" if opts.pretend else "changed"
-        self._log.info("{} items: {} {}, {} unchanged, {} failed", len(items), verb,
-                       counts["changed"], counts["unchanged"], counts["failed"])
+        self._log.info("{} items: {}", len(items), counts.line(dry_run=opts.pretend))
+
+    def _should_write(self, option: bool | None = None) -> bool:
+        """-w/-W, else ``genreml.write``, else beets' ``import.write``."""
+        return ui.should_write(option if option is not None
+                               else self.config["write"].get(confuse.Optional(bool)))
 
     def playlist_command(self, lib: Library, opts: optparse.Values, args: list[str]) -> None:
         """``beet genreml-playlist --mood M [--genre G] [--min-prob P] [--limit N] [-o F]``."""
@@ -412,18 +439,21 @@ class GenremlPlugin(BeetsPlugin):
         items: Iterable[Item] = lib.items([*args, f"{key}:{min_prob}.."])
         if opts.genre:
             self._known_field("genre", opts.genre)
-            want = slugify(opts.genre)
+            want = slugify(opts.genre)  # genreml_genres holds the models' spelling
             items = [i for i in items
                      if want in {slugify(g) for g in i.get("genreml_genres") or []}]
         ordered = sorted(items, key=lambda i: (-float(i.get(key) or 0.0), str(i.filepath)))
         if opts.limit is not None:
             ordered = ordered[: max(opts.limit, 0)]
-        lines = m3u_lines(ordered)
+        text = format_m3u(m3u_entries(ordered))
         if opts.output:
-            write_text_atomically(Path(opts.output), "".join(f"{line}\n" for line in lines))
+            try:
+                write_text_atomically(Path(opts.output), text)
+            except OSError as err:
+                raise ui.UserError(f"{opts.output}: {err.strerror or err}") from err
             self._log.info("{} tracks written to {}", len(ordered), opts.output)
         else:
-            for line in lines:
+            for line in text.splitlines():
                 ui.print_(line)
 
     def _known_field(self, task: str, label: str) -> str:
@@ -432,21 +462,19 @@ class GenremlPlugin(BeetsPlugin):
             fields = self._label_fields()
         except Exception as err:
             raise ui.UserError(f"genreml: {err}") from err
-        wanted = field_name(task, label)
-        known = {field: lbl for (t, lbl), field in fields.items() if t == task}
-        if wanted not in known:
-            what = "mood" if task == "emotion" else "genre"
-            raise ui.UserError(f"unknown {what} {label!r}; the models know: "
-                               + ", ".join(sorted(known.values())))
-        return wanted
+        known = {lbl: field for (t, lbl), field in fields.items() if t == task}
+        try:
+            return known[match_label(label, known, "mood" if task == "emotion" else "genre")]
+        except UnknownLabel as err:
+            raise ui.UserError(str(err)) from err
 
     # -- import
 
     def imported(self, session: ImportSession, task: ImportTask) -> None:
-        """Import stage: analyse the new items; a file that fails is logged and skipped.
-
-        Only the library is updated here: beets writes the file tags itself afterwards when
-        ``import.write`` is on.
+        """``import_task_files``: analyse the new items where beets put them (after the copy
+        or move, so the cache holds the library's path, not the source's); a file that fails
+        is logged and skipped. Their file tags are written as ``beet genreml`` writes them
+        (``genreml.write``, else ``import.write``): beets' own write is over by now.
         """
         if self._import_failed:
             return
@@ -457,12 +485,15 @@ class GenremlPlugin(BeetsPlugin):
             self._log.error("genreml: not analysing imported items: {}", err)
             return
         policy = self.policy()
+        write = self._should_write()
         for item in task.imported_items():
             found = self._result(item, tagger)
             if found is None:
                 continue
             result, source = found
             self.apply_result(item, result, policy)
+            if write:
+                self._write_file(item, tagger)
             item.store()
             self._log.info("{}", self._summary(item, result, source))
 
@@ -485,32 +516,11 @@ class GenremlPlugin(BeetsPlugin):
                     disable=True if len(items) <= 1 else None, dynamic_ncols=True)
 
 
-def m3u_lines(items: Iterable[Item]) -> list[str]:
-    """Extended M3U: ``#EXTM3U``, then ``#EXTINF:<seconds>,<artist> - <title>`` and the path
-    per item (line breaks inside tags are flattened so they cannot start an entry)."""
-    lines = ["#EXTM3U"]
+def m3u_entries(items: Iterable[Item]) -> list[PlaylistEntry]:
+    """Playlist entries (``Artist - Title`` from the library, not the file) for items."""
+    entries = []
     for item in items:
-        seconds = round(item.length) if item.length and item.length > 0 else -1
         title = item.title or item.filepath.stem
-        name = f"{item.artist} - {title}" if item.artist else title
-        lines.append(f"#EXTINF:{seconds},{' '.join(name.split())}")
-        lines.append(os.fsdecode(item.path))
-    return lines
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` (UTF-8; undecodable path bytes kept) in one rename, so a
-    player never reads half a playlist."""
-    path = path.expanduser()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="\n") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as open() would have made it, not mkstemp's 0600
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        entries.append(PlaylistEntry(os.fsdecode(item.path), item.length or None,
+                                     f"{item.artist} - {title}" if item.artist else title))
+    return entries

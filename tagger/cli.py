@@ -1,7 +1,9 @@
 """``genreml`` command line: thin commands over the tagger library.
 
-Exit status: 0 when every file went through, 1 when at least one file failed (each failure is
-one line on stderr and the run goes on), 2 for a usage, model or configuration error.
+Exit status: 0 when every file went through (a silent file is skipped, not failed), 1 when at
+least one file failed (each failure is one line on stderr and the run goes on), 2 for a usage,
+model, cache or configuration error, 141 when stdout was closed early (``genreml status | head``:
+what a shell reports for any command cut off by SIGPIPE).
 """
 
 from __future__ import annotations
@@ -11,19 +13,22 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .cli_cache import cmd_playlist, cmd_show, cmd_status, open_cache
+from .console import (EXIT_BROKEN_PIPE, EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE, Console,
+                      UsageError, quiet_stdout)
+from .report import RunCounts, printable
 
 log = logging.getLogger("genreml")
 
-EXIT_OK, EXIT_FAILED_FILES, EXIT_USAGE = 0, 1, 2
 MODES = ("fill", "merge", "force")
-
-
-class UsageError(Exception):
-    """A problem with the command line or its configuration (exit status 2)."""
+# The bundled model's genre threshold, for --help only: reading it from the model's metadata
+# means importing onnxruntime (~0.4 s) on every `genreml --help`; a test keeps the two equal.
+BUNDLED_THRESHOLD = 0.25
+V23_SEP = "; "  # = tagger.tags.V23_SEP (not imported here: mutagen is not needed for --help)
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -32,7 +37,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="onnxruntime device (default: auto, CUDA when available)")
     p.add_argument("--threshold", type=float, default=None,
-                   help="genre probability threshold (default: the model's own, usually 0.2)")
+                   help="genre probability threshold (default: the model's own threshold, "
+                   f"{BUNDLED_THRESHOLD} for the bundled model)")
     p.add_argument("--max-genres", type=int, default=None, help="keep at most N genres")
     p.add_argument("--hop", type=float, default=None,
                    help="seconds between clip starts (default: the clip length)")
@@ -46,6 +52,25 @@ def _add_policy_options(p: argparse.ArgumentParser) -> None:
                    "force: replace")
     p.add_argument("--genre-policy", choices=MODES, help="policy for the genre field only")
     p.add_argument("--mood-policy", choices=MODES, help="policy for the mood field only")
+
+
+def _add_write_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--v23-sep", default=V23_SEP, metavar="SEP",
+                   help="separator joining several genres in an ID3v2.3 tag (default: "
+                   f"{V23_SEP!r}, as Picard's v23_sep; v2.4 tags hold a real list)")
+    p.add_argument("--safe-only", action="store_true",
+                   help="refuse to tag a file (one line saying why) when its owner, group, "
+                   "mode, extended attributes or ACLs could not be kept exactly")
+
+
+def _tagger_options(args: argparse.Namespace) -> dict:
+    """Tagger keywords for the write options, only those the user changed."""
+    options = {}
+    if args.v23_sep != V23_SEP:
+        options["v23_sep"] = args.v23_sep
+    if args.safe_only:
+        options["safe_only"] = True
+    return options
 
 
 def _policy(args: argparse.Namespace):
@@ -70,62 +95,52 @@ def _analyzer(args: argparse.Namespace):
 def format_result(result) -> str:
     """One human line: ``path: Genre 0.81, Genre 0.33 | mood 0.72``."""
     genres = ", ".join(f"{label} {prob:.2f}" for label, prob in result.genres) or "-"
-    text = f"{result.path}: {genres}"
+    text = f"{printable(result.path)}: {genres}"
     if result.emotion is not None:
         text += f" | {result.emotion[0]} {result.emotion[1]:.2f}"
     return text
 
 
-def for_each_file(paths: Sequence[Path], work: Callable[[Path], None], desc: str,
-                  files: Sequence[Path] | None = None) -> int:
-    """Run ``work`` on every audio file under ``paths`` (or on ``files``) with a progress bar;
-    a failing file prints one line on stderr and the run goes on. Returns the number of
-    failures."""
-    from tqdm import tqdm
+def format_outcome(outcome, dry_run: bool = False) -> str:
+    """``tag --print``: ``path: Low, High | calm [tagged, analysed] genre: [] -> ['Low']``.
 
-    from .audio import AudioError, find_audio
-    from .tags import TagError
+    The values are what the file holds now (or would, in a dry run); the brackets say what
+    happened to it and where the result came from; then the fields that changed."""
+    plan, result = outcome.plan, outcome.result
+    if plan is not None:
+        genres, mood = plan.after.genres, plan.after.mood
+    else:
+        genres, mood = [g for g, _ in result.genres], result.emotion and result.emotion[0]
+    status = outcome.status
+    if dry_run and status == "tagged":
+        status = "would tag"
+    text = (f"{printable(outcome.path)}: {', '.join(genres) or '-'} | {mood or '-'} "
+            f"[{status}, {outcome.source}]")
+    if plan is not None and plan.changed:
+        text += " " + "; ".join(f.describe() for f in plan.fields if f.changed)
+    return text
 
-    if files is None:
-        files = list(find_audio(paths))
-        if not files:
-            raise UsageError("no audio files found in " + ", ".join(map(str, paths)))
-    failures = 0
-    bar = tqdm(files, desc=desc, unit="file", file=sys.stderr, disable=len(files) <= 1,
-               dynamic_ncols=True)
-    for path in bar:
-        try:
-            work(path)
-        except (AudioError, TagError, OSError) as err:
-            failures += 1
-            reason = getattr(err, "reason", None) or (
-                err.strerror if isinstance(err, OSError) and err.strerror else err)
-            bar.write(f"genreml: {path}: {reason}", file=sys.stderr)
-        except Exception as err:  # an unexpected bug in one file must not end the run
-            failures += 1
-            log.debug("traceback for %s", path, exc_info=True)
-            bar.write(f"genreml: {path}: {type(err).__name__}: {err}", file=sys.stderr)
-    return failures
+
+def _files(paths: Sequence[Path]) -> list[Path]:
+    from .audio import find_audio
+
+    files = list(find_audio(paths))
+    if not files:
+        raise UsageError("no audio files found in " + ", ".join(map(printable, paths)))
+    return files
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     analyzer = _analyzer(args)
+    console = Console(args.quiet)
 
     def work(path: Path) -> None:
         result = analyzer.analyze(path)
-        line = json.dumps(result.to_dict(args.timeline)) if args.json else format_result(result)
-        print(line, flush=True)
+        console.result(json.dumps(result.to_dict(args.timeline)) if args.json
+                       else format_result(result))
 
-    return EXIT_FAILED_FILES if for_each_file(args.paths, work, "analyze") else EXIT_OK
-
-
-def _cache(args: argparse.Namespace, path: Path | None = None):
-    from .cache import Cache, CacheVersionError
-
-    try:
-        return Cache(path or args.cache)
-    except CacheVersionError as err:
-        raise UsageError(str(err)) from err
+    counts = console.for_each_file(_files(args.paths), work, "analyze")
+    return EXIT_FAILED_FILES if counts.failed else EXIT_OK
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
@@ -133,89 +148,33 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
     analyzer = _analyzer(args)
     policy = _policy(args)
-    with _cache(args) as cache:
+    console = Console(args.quiet)
+    per_file = (args.print or args.verbose > 0) and not args.quiet
+    counts = RunCounts(write=not args.no_write)
+    with open_cache(args) as cache:
         tagger = Tagger(analyzer.models, cache, policy, write=not args.no_write,
                         dry_run=args.dry_run, hop_seconds=args.hop, threshold=args.threshold,
-                        max_genres=args.max_genres)
+                        max_genres=args.max_genres, **_tagger_options(args))
         tagger.mark_stale()
-        files = None
         if args.stale_only:
             files = [Path(p) for p in cache.stale_paths(roots=[p.resolve() for p in args.paths])]
+        else:
+            files = _files(args.paths)
 
         def work(path: Path) -> None:
             outcome = tagger.tag(path, reanalyse=args.force or args.stale_only)
-            if args.dry_run and outcome.plan is not None and outcome.plan.changed:
-                print(f"{path}:")
+            counts.add(None if outcome.plan is None else outcome.plan.changed, outcome.source)
+            if per_file:
+                console.result(format_outcome(outcome, args.dry_run))
+            elif args.dry_run and not args.quiet and outcome.plan and outcome.plan.changed:
+                console.result(f"{printable(path)}:")
                 for line in outcome.plan.describe():
-                    print(f"  {line}")
-            elif args.verbose:
-                print(f"{path}: {outcome.status} ({outcome.source})")
+                    console.result(f"  {line}")
 
-        failures = for_each_file(args.paths, work, "tag", files)
-        c = tagger.counts
-        tagged = "would tag" if args.dry_run else "tagged"
-        print(f"{tagged} {c['tagged']}, unchanged {c['unchanged']}, analysed {c['analysed']}, "
-              f"cached {c['cache'] + c['moved']}, failed {failures}")
-    return EXIT_FAILED_FILES if failures else EXIT_OK
-
-
-def cmd_show(args: argparse.Namespace) -> int:
-    with _cache(args) as cache:
-        info = cache.info(args.path.resolve())
-        result = cache.get(args.path.resolve())
-    if info is None or result is None:
-        print(f"genreml: {args.path}: not in the cache ({args.cache or 'default cache'})",
-              file=sys.stderr)
-        return EXIT_FAILED_FILES
-    if args.json:
-        data = result.to_dict(timeline=True)
-        data.update(analysed_at=info["analysed_at"].isoformat(),
-                    results={t: {k: (v.isoformat() if hasattr(v, "isoformat") else v)
-                                 for k, v in r.items()} for t, r in info["results"].items()})
-        print(json.dumps(data))
-    else:
-        print(f"{info['path']}")
-        print(f"  duration {info['duration']:.1f} s, {result.clips} clips, "
-              f"analysed {info['analysed_at']:%Y-%m-%d %H:%M:%S} UTC")
-        for task, head in result.heads.items():
-            r = info["results"][task]
-            stale = " (stale)" if r["stale"] else ""
-            print(f"  {task}: model {r['model']}{stale}")
-            for label, prob in sorted(head.prob_dict().items(), key=lambda kv: -kv[1]):
-                print(f"    {prob:6.3f}  {label}")
-        print(f"  genres: {', '.join(g for g, _ in result.genres) or '-'}")
-        if result.emotion:
-            print(f"  mood: {result.emotion[0]}")
-    if args.plot:
-        from .plot import plot_timeline
-
-        plot_timeline(result, args.plot)
-        print(f"timeline written to {args.plot}")
-    return EXIT_OK
-
-
-def cmd_playlist(args: argparse.Namespace) -> int:
-    from .playlist import PlaylistEntry, display_title, format_m3u
-
-    if not 0.0 <= args.min_prob <= 1.0:
-        raise UsageError("--min-prob must be between 0 and 1")
-    roots = [p.resolve() for p in args.roots] or None
-    with _cache(args) as cache:
-        hits = cache.query("emotion", args.mood, args.min_prob, roots=roots, genre=args.genre,
-                           limit=args.limit)
-    entries = [PlaylistEntry(h.path, h.duration, display_title(h.path))
-               for h in hits if os.path.exists(h.path)]
-    if not entries:
-        print(f"genreml: no cached track with mood {args.mood!r} >= {args.min_prob}"
-              + (f" and genre {args.genre!r}" if args.genre else ""), file=sys.stderr)
-        return EXIT_FAILED_FILES
-    text = format_m3u(entries)
-    if args.output:
-        args.output.write_text(text, encoding="utf-8")
-        print(f"{len(entries)} tracks written to {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    return EXIT_OK
+        console.for_each_file(files, work, "tag", counts)
+    if not args.quiet:
+        console.result(counts.line(args.dry_run))
+    return EXIT_FAILED_FILES if counts.failed else EXIT_OK
 
 
 WATCH_DIRS_ENV = "GENREML_WATCH_DIRS"
@@ -242,23 +201,27 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from .tagging import Tagger
 
     configure_logging(args.verbose)
+    if args.quiet:  # no line per file; warnings and errors still reach the journal
+        logging.getLogger().setLevel(logging.WARNING)
     dirs = _watch_dirs(args)
     try:
         settings = WatchSettings(settle=args.settle, poll=args.poll,
                                  poll_interval=args.poll_interval, workers=args.workers,
                                  max_attempts=args.max_attempts, retry_delay=args.retry_delay,
-                                 stop_grace=args.stop_grace)
+                                 stop_grace=args.stop_grace,
+                                 network_settle=args.network_settle,
+                                 follow_links=args.follow_links)
     except ValueError as err:
         raise UsageError(str(err)) from err
     policy = _policy(args)
     analyzer = _analyzer(args)
-    with _cache(args) as cache:
+    with open_cache(args) as cache:
         try:
             beets = BeetsLibrary(args.models, args.device, args.threshold, args.max_genres,
                                  args.policy) if args.beets else None
             make_tagger = functools.partial(
                 Tagger, analyzer.models, cache, policy, hop_seconds=args.hop,
-                threshold=args.threshold, max_genres=args.max_genres)
+                threshold=args.threshold, max_genres=args.max_genres, **_tagger_options(args))
             daemon = Daemon(dirs, make_tagger, settings, beets=beets)
             previous = {sig: signal.signal(sig, daemon.request_stop)
                         for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -278,45 +241,14 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return status
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from .cache import default_cache_path
-    from .daemon import lock_owner
-
-    path = (args.cache or default_cache_path()).expanduser()
-    if not path.exists():
-        print(f"genreml: no cache at {path} (nothing tagged or watched yet)", file=sys.stderr)
-        return EXIT_FAILED_FILES
-    pid = lock_owner(path)
-    with _cache(args, path) as cache:
-        counts = cache.counts()
-        failed = cache.failed_jobs()
-        done = cache.recent_jobs("done", limit=1)
-    print(f"cache:  {path}")
-    print(f"daemon: {'running (pid %d)' % pid if pid else 'not running'}")
-    print("queue:  " + ", ".join(f"{n} {state}" for state, n in counts.items()))
-    if done:
-        print(f"last done: {done[0].path} ({done[0].updated_at:%Y-%m-%d %H:%M:%S} UTC)")
-    if failed:
-        print(f"failed ({len(failed)}):")
-        for job in failed[: args.limit]:
-            print(f"  {job.path}")
-            print(f"    {job.last_error} ({job.attempts} attempts, "
-                  f"last {job.updated_at:%Y-%m-%d %H:%M:%S} UTC)")
-        if len(failed) > args.limit:
-            print(f"  ... and {len(failed) - args.limit} more")
-    return EXIT_FAILED_FILES if failed else EXIT_OK
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="genreml", description="Tag music with genres and mood, locally.")
     parser.add_argument("--version", action="version", version=f"genreml {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more output and logging (-vv for debug)")
+    _add_verbosity(parser, default=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common = argparse.ArgumentParser(add_help=False)  # -v also after the command's name
-    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
-                        help="more output and logging (-vv for debug)")
+    common = argparse.ArgumentParser(add_help=False)  # -q/-v also after the command's name
+    _add_verbosity(common, default=False)
     sub = _WithCommon(sub, common)
 
     p = sub.add_parser("analyze", help="print genres and mood of audio files",
@@ -337,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print what would change, field by field; write no file")
     p.add_argument("--no-write", action="store_true", help="analyse and cache, write no tags")
     p.add_argument("--force", action="store_true", help="analyse again even if cached")
+    p.add_argument("--print", action="store_true",
+                   help="one line per file on stdout: its genres | mood, then [what happened, "
+                   "where the result came from] and the fields that changed, e.g. "
+                   "\"a.mp3: Rock | calm [tagged, analysed] genre: [] -> ['Rock']\" "
+                   "(also with -v)")
+    _add_write_options(p)
     p.add_argument("--stale-only", action="store_true",
                    help="only files whose cached results came from older models")
     p.add_argument("--cache", type=Path, default=None, help=cache_help)
@@ -385,6 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-grace", type=float, default=3.0, metavar="SECONDS",
                    help="on SIGTERM, let a file in progress finish for this long, then leave it "
                    "queued for the next start (default: 3)")
+    p.add_argument("--network-settle", type=float, default=60.0, metavar="SECONDS",
+                   help="the settle time on NFS, SMB/CIFS and FUSE file systems, where writers "
+                   "on other machines cannot be seen (default: 60)")
+    p.add_argument("--follow-links", action="store_true",
+                   help="follow symbolic links that lead out of the watched folders (default: "
+                   "such links are left alone)")
+    _add_write_options(p)
     p.add_argument("--beets", action="store_true",
                    help="also update the file's item in the beets library (beets' own config)")
     _add_policy_options(p)
@@ -392,9 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     p.set_defaults(func=cmd_watch)
 
-    p = sub.add_parser("status", help="the watch queue: counts, failed files, last done",
-                       description="Show the watch daemon's queue in the cache. Exit status 1 "
-                       "when some files failed for good.")
+    p = sub.add_parser("status", help="what the cache holds, and the watch queue",
+                       description="Show what the cache holds (tracks, tagged, stale, failed) "
+                       "and the watch daemon's queue. Exit status 1 when some files failed for "
+                       "good. Works on a cache you cannot write.")
     p.add_argument("--cache", type=Path, default=None, help=cache_help)
     p.add_argument("--limit", type=int, default=20, metavar="N",
                    help="list at most N failed files (default: 20)")
@@ -402,6 +348,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_plugin_commands(sub)
     return parser
+
+
+def _add_verbosity(p: argparse.ArgumentParser, default: bool) -> None:
+    """-q/-v; given before the command they set the defaults, after it they win."""
+    extra = {} if default else {"default": argparse.SUPPRESS}
+    p.add_argument("-q", "--quiet", action="store_true", **({"default": False} | extra),
+                   help="only errors: no progress bar, no per-file or summary lines")
+    p.add_argument("-v", "--verbose", action="count", **({"default": 0} | extra),
+                   help="more output and logging (-vv for debug)")
 
 
 class _WithCommon:
@@ -430,15 +385,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``genreml`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    level = (logging.ERROR if args.quiet
+             else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)])
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    from .cache import CacheError
     from .model import ModelError
 
     try:
-        return args.func(args)
-    except (UsageError, ModelError) as err:
-        print(f"genreml: {err}", file=sys.stderr)
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        return status
+    except (UsageError, ModelError, CacheError) as err:
+        print(f"genreml: {printable(' '.join(str(err).split()))}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        quiet_stdout()
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         print("genreml: interrupted", file=sys.stderr)
         return 130

@@ -1,19 +1,52 @@
-"""Draw a track's clip timeline (needs matplotlib: ``pip install 'genreml[plot]'``)."""
+"""Draw a track's clip timeline (needs matplotlib: the ``plot`` extra, ``pip install '.[plot]'``
+in a clone, or ``pip install matplotlib`` into genreml's environment)."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 
 from .result import TrackResult
 
-__all__ = ["plot_timeline"]
+__all__ = ["PlotUnavailable", "plot_timeline", "require_matplotlib"]
+
+NEEDS = ("drawing a timeline needs matplotlib, the 'plot' extra: pip install '.[plot]' in a "
+         "genreml clone (or pip install matplotlib into genreml's environment)")
+
+
+class PlotUnavailable(RuntimeError):
+    """matplotlib is not installed; the message says how to get it."""
+
+
+def require_matplotlib() -> None:
+    """Check, without importing it, that matplotlib can be imported.
+
+    Raises
+    ------
+    PlotUnavailable
+    """
+    try:
+        found = importlib.util.find_spec("matplotlib") is not None
+    except (ImportError, ValueError):  # a broken or blocked installation
+        found = False
+    if not found:
+        raise PlotUnavailable(NEEDS)
 
 
 def plot_timeline(result: TrackResult, out: str | Path) -> Path:
-    """One heat map per task: labels down, clips across (seconds), colour = probability."""
-    import matplotlib
+    """One heat map per task: labels down, clips across (seconds), colour = probability.
+
+    Raises
+    ------
+    PlotUnavailable
+        matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+    except ImportError as err:
+        raise PlotUnavailable(NEEDS) from err
 
     matplotlib.use("Agg")  # files only: no display on a server
     import matplotlib.pyplot as plt

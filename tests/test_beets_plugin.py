@@ -154,9 +154,19 @@ class TestTagCommand(GenremlHelper):
         self.add("low")
         assert "(analysed)" in self.run_genreml("genreml")
         assert "(cache)" in self.run_genreml("genreml")
-        assert "(analysed)" in self.run_genreml("genreml", "-f")
+        assert "(analysed)" in self.run_genreml("genreml", "--reanalyse")
         assert "(cache)" in self.run_genreml("genreml", "--policy", "force", "-w")
         assert "(cache)" in self.run_genreml("genreml")  # our own write is not a new file
+
+    def test_force_overwrites_existing_values_as_in_lastgenre(self) -> None:
+        item = self.add("low", genres=["Jazz"], mood="happy")
+        self.run_genreml("genreml")
+        assert (self.fresh(item).genres, self.fresh(item)["mood"]) == (["Jazz"], "happy")
+        out = self.run_genreml("genreml", "-f")
+        assert "(cache)" in out  # overwriting needs no new analysis
+        assert (self.fresh(item).genres, self.fresh(item)["mood"]) == (["Low"], "calm")
+        with pytest.raises(UserError, match="--force"):
+            self.run_command("genreml", "-f", "--policy", "merge")
 
     def test_pretend_changes_neither_library_nor_file(self) -> None:
         item = self.add("low")
@@ -261,14 +271,30 @@ class TestImport(GenremlHelper):
 
     def test_import_stage_tags_new_items_and_survives_a_bad_file(
             self, caplog: pytest.LogCaptureFixture) -> None:
-        with caplog.at_level(logging.WARNING, logger="beets"):
+        with caplog.at_level(logging.INFO, logger="beets"):
             items = {i.title: i for i in self._import()}
         assert set(items) == {"low", "high", "silent"}  # the silent file was imported too
         assert items["low"].genres == ["Low"] and items["low"]["mood"] == "calm"
         assert items["high"].genres == ["High"] and items["high"]["mood_tense"] > 0.9
         assert "genreml_genres" not in items["silent"]
-        assert "silent" in caplog.text
+        assert "silent.mp3: skipped: silent" in caplog.text
         assert {i.title for i in self.lib.items("mood_calm:0.7..")} == {"low"}
+
+    def test_import_analyses_the_copy_in_the_library_not_the_source(self) -> None:
+        from tagger.cache import Cache
+
+        self.config["import"]["copy"] = True
+        self.config["import"]["write"] = True
+        items = {i.title: i for i in self._import()}
+        low = items["low"]
+        source = self.import_path / "album" / self.assets["low"].name
+        assert low.filepath != source and str(self.lib_path) in str(low.filepath)
+        with Cache(self.temp_path / "cache.db") as cache:
+            assert cache.info(low.filepath) is not None  # cached where the file stays
+            assert cache.info(source) is None
+        assert read_tags(low.filepath).genres == ["Low"]  # import.write: the copy is tagged
+        assert read_tags(source).genres == []  # the source is left alone
+        assert low["mood"] == "calm"
 
     def test_auto_off_leaves_imports_alone(self) -> None:
         self.configure(models=str(self.assets["band"]), auto=False)
@@ -315,6 +341,24 @@ class TestPlaylist(GenremlHelper):
         assert lines[0] == "#EXTM3U" and len(lines) == 5
         assert {lines[2], lines[4]} == {str(low.filepath), str(other.filepath)}
 
+    def test_labels_match_whatever_the_case(self) -> None:
+        low, high, _ = self._library()
+        out = self.run_genreml("genreml-playlist", "--mood", "CALM", "artist:Band")
+        assert out.splitlines() == ["#EXTM3U", *self._entry(low)]
+        out = self.run_genreml("genreml-playlist", "--mood", "Tense", "--min-prob", "0",
+                               "--genre", "HIGH")
+        assert out.splitlines() == ["#EXTM3U", *self._entry(high)]
+
+    def test_a_line_break_in_a_path_cannot_inject_entries(self) -> None:
+        low = self.add("low")
+        evil = low.filepath.with_name("calm\n#EXTINF:1,injected\nevil.mp3")
+        shutil.copy(low.filepath, evil)
+        bad = Item.from_path(evil)
+        bad.add(self.lib)
+        self.run_genreml("genreml")
+        out = self.run_genreml("genreml-playlist", "--mood", "calm")
+        assert out.splitlines() == ["#EXTM3U", *self._entry(self.fresh(low))]
+
     def test_unknown_label_names_the_known_ones(self) -> None:
         self._library()
         with pytest.raises(UserError, match="calm, tense"):
@@ -349,9 +393,37 @@ class TestModels(GenremlHelper):
 class TestDefaultCache(GenremlHelper):
     db_on_disk: ClassVar[bool] = True
 
-    def test_cache_lives_next_to_the_library_database(self) -> None:
-        self.config["genreml"]["cache"] = None
-        self.add("low")
+    def test_the_default_cache_is_the_clis_and_the_daemons(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from tagger.cache import Cache, default_cache_path
+
+        monkeypatch.setenv("XDG_DATA_HOME", str(self.temp_path / "xdg"))
+        self.configure(models=str(self.assets["band"]), cache=None)
+        item = self.add("low")
         self.run_genreml("genreml")
         library = Path(self.config["library"].as_filename())
-        assert (library.parent / "genreml.db").is_file()
+        assert not (library.parent / "genreml.db").exists()
+        assert default_cache_path() == self.temp_path / "xdg" / "genreml" / "cache.db"
+        with Cache(default_cache_path()) as cache:
+            assert cache.info(item.filepath) is not None
+        # what the CLI cached is not analysed again by beets
+        other = self.add("high")
+        from tagger.cli import main
+
+        assert main(["tag", "--no-write", "--models", str(self.assets["band"]),
+                     str(other.filepath)]) == 0
+        assert "high: High" in self.run_genreml("genreml", "title:high")
+        assert "(cache)" in self.run_genreml("genreml", "title:high")
+
+
+class TestV23Separator(GenremlHelper):
+    def test_v23_sep_and_safe_writer_are_used(self) -> None:
+        self.config["id3v23"] = True
+        self.configure(models=str(self.assets["odd"]), v23_sep=" | ")
+        item = self.add("low")
+        self.run_genreml("genreml", "-w")
+        frames = ID3(item.filepath)
+        assert frames.version[:2] == (2, 3)
+        assert frames.getall("TCON")[0].text == ["Pop/Rock | R&B"]
+        assert read_tags(item.filepath, v23_sep=" | ").genres == ["Pop/Rock", "R&B"]
+        assert self.fresh(item).genres == ["Pop/Rock", "R&B"]

@@ -43,18 +43,20 @@ def test_tag_writes_caches_and_skips_on_rerun(lib, capsys):
     music, models, cache = lib
     rc, out, _ = tag(capsys, music, models, cache)
     assert rc == 0
-    assert summary(out) == {"tagged": 3, "unchanged": 0, "analysed": 3, "cached": 0, "failed": 0}
+    assert summary(out) == {"tagged": 3, "unchanged": 0, "analysed": 3, "cached": 0,
+                            "skipped": 0, "failed": 0}
     assert read_tags(music / "low.flac").genres == ["Low"]
     assert read_tags(music / "low.flac").mood == "calm"
     assert read_tags(music / "high.mp3").genres == ["High"]
     assert read_tags(music / "mid.m4a").mood == "tense"
     rc, out, _ = tag(capsys, music, models, cache)
-    assert summary(out) == {"tagged": 0, "unchanged": 3, "analysed": 0, "cached": 3, "failed": 0}
+    assert summary(out) == {"tagged": 0, "unchanged": 3, "analysed": 0, "cached": 3,
+                            "skipped": 0, "failed": 0}
     # a moved file is found by its audio fingerprint, not analysed again
     (music / "sub").mkdir()
     os.rename(music / "low.flac", music / "sub" / "renamed.flac")
     rc, out, _ = tag(capsys, music, models, cache, "-v")
-    assert "renamed.flac: unchanged (moved)" in out
+    assert "renamed.flac: Low | calm [unchanged, moved]" in out
     assert summary(out)["analysed"] == 0
 
 
@@ -103,7 +105,8 @@ def test_new_model_version_makes_results_stale(lib, capsys, tmp_path):
     make_audio(music / "new.flac", seconds=2.0, freq=200.0)  # not cached: not stale either
     rc, out, _ = tag(capsys, music, models, cache, "--stale-only", "-v")
     assert rc == 0
-    assert summary(out) == {"tagged": 3, "unchanged": 0, "analysed": 3, "cached": 0, "failed": 0}
+    assert summary(out) == {"tagged": 3, "unchanged": 0, "analysed": 3, "cached": 0,
+                            "skipped": 0, "failed": 0}
     assert "new.flac" not in out
     rc, out, _ = tag(capsys, music, models, cache, "--stale-only")
     assert summary(out)["analysed"] == 0

@@ -8,7 +8,6 @@ them in a few seconds. The musicnn path runs on a stand-in backbone built with o
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from audiogen import write_audio
 from tagger.features import FeatureSettings
 from tagger.model import load_models
 from tagger.predict import Analyzer
-from trainer.cli import register
+from tagger.cli import build_parser
 from trainer.export import ExportError, check_parity, combine, run_onnx
 from trainer.features_cache import ClipSpec, FeatureCache, OnnxBackbone
 from trainer.splits import read_splits
@@ -50,9 +49,8 @@ def _signal(kind: str, seed: int, seconds: float = 3.0) -> np.ndarray:
 
 
 def _cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="genreml")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args([str(a) for a in argv])
+    """The trainer's commands as `genreml` runs them (registered through the entry point)."""
+    args = build_parser().parse_args([str(a) for a in argv])
     return args.func(args)
 
 
@@ -153,7 +151,7 @@ def test_train_without_tensorflow_says_which_extra(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, "train", "--dataset", "gtzan", tmp_path,
                            "--task", "genre"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert "genreml train needs the train extra: pip install 'genreml[train]'" in proc.stderr
+    assert "genreml train needs the train extra: pip install '.[train]' in a genreml clone" in proc.stderr
 
 
 # --------------------------------------------------------------------------- musicnn path

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 __all__ = ["register", "cmd_train", "cmd_evaluate"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-TRAIN_EXTRA = "genreml {command} needs the train extra: pip install 'genreml[train]'"
+TRAIN_EXTRA = "genreml {command} needs the train extra: pip install '.[train]' in a genreml clone"
 # trainer.datasets.DATASET_KINDS, repeated so that building genreml's parser imports nothing
 # heavy (tests/test_datasets.py checks they agree)
 DATASET_KINDS = ("gtzan", "emotify", "4q", "csv")
@@ -58,7 +58,8 @@ def _dataset_arg(args: argparse.Namespace) -> tuple[str, Path] | None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``train`` and ``evaluate`` subcommands to genreml's subparsers."""
+    """Add the ``train`` and ``evaluate`` subcommands to genreml's subparsers (which give every
+    command ``-q``/``-v``: ``args.quiet`` drops the progress bars)."""
     p = subparsers.add_parser(
         "train", help="train a genre or emotion model on labelled music (train extra)",
         description="Train a model on a labelled music collection and export it as a genreml "
@@ -122,7 +123,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="musicnn head: hidden layer sizes, comma-separated (default: 256)")
     g.add_argument("--dropout", type=float, default=None,
                    help="dropout before the output (default: cnn 0.2, musicnn head 0.5)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser(
@@ -134,7 +134,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="evaluate on this dataset instead of the run's test split")
     p.add_argument("--label-mode", choices=("dominant", "binary"), default=None)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
 
 
