@@ -20,7 +20,7 @@ from . import __version__
 from .cli_cache import cmd_playlist, cmd_show, cmd_status, open_cache
 from .console import (EXIT_BROKEN_PIPE, EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE, Console,
                       UsageError, quiet_stdout)
-from .report import RunCounts, printable
+from .report import LineFormatter, RunCounts, printable
 
 log = logging.getLogger("genreml")
 
@@ -387,7 +387,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = (logging.ERROR if args.quiet
              else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)])
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(LineFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     from .cache import CacheError
     from .model import ModelError
 

@@ -74,6 +74,7 @@ from watchdog.events import (
 
 from .audio import AudioError, find_audio, is_audio_path
 from .links import LinkGuard, inside
+from .report import LineFormatter, failure_reason, skip_reason
 from .sdnotify import Notifier
 from .settle import Settler, quiet_time
 from .tags import FileBusy, FileChanged, TagError, is_temp_file
@@ -531,7 +532,7 @@ class BeetsLibrary:
 # --------------------------------------------------------------------------- logging
 
 
-class JournalFormatter(logging.Formatter):
+class JournalFormatter(LineFormatter):
     """``<6>name: message``: journald reads the syslog priority from the prefix and adds its
     own timestamp."""
 
@@ -564,7 +565,7 @@ def configure_logging(verbose: int = 0, stream: TextIO | None = None) -> None:
     if _stderr_is_journal(stream):
         handler.setFormatter(JournalFormatter("%(message)s"))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(LineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -577,17 +578,6 @@ def configure_logging(verbose: int = 0, stream: TextIO | None = None) -> None:
 
 
 # --------------------------------------------------------------------------- workers
-
-
-def _reason(err: BaseException) -> str:
-    """One line saying why a file failed (what ``genreml tag`` prints for it)."""
-    if isinstance(err, TagError):
-        return err.reason
-    if isinstance(err, OSError) and err.strerror:
-        return err.strerror
-    if isinstance(err, AudioError):
-        return str(err)
-    return f"{type(err).__name__}: {err}"  # a bug: say what kind
 
 
 def _describe(outcome: Outcome) -> str:
@@ -966,9 +956,16 @@ class Daemon:
             self._not_yet(job, err)
             return
         except Exception as err:  # one broken file must not stop the daemon
+            skipped = skip_reason(err)
+            if skipped:  # nothing to tag (a silent track): done, not a failure to retry
+                self.cache.complete(job.id)
+                with self._state_lock:
+                    self.stats["skipped"] += 1
+                log.info("skipped %s: %s", path, skipped)
+                return
             if not isinstance(err, (AudioError, TagError, OSError)):
                 log.debug("traceback for %s", path, exc_info=True)
-            self._failed(job, _reason(err))
+            self._failed(job, failure_reason(err))
             return
         if self.beets is not None:
             try:
@@ -988,7 +985,7 @@ class Daemon:
             self._owed.add(job.path)
             self.stats["deferred"] += 1
         self.settler.touch(job.path, settle=self._quiet_for(job.path))
-        log.info("%s: not yet (%s); tagged once it settles", job.path, _reason(err))
+        log.info("%s: not yet (%s); tagged once it settles", job.path, failure_reason(err))
 
     def _failed(self, job: Job, reason: str) -> None:
         s = self.settings

@@ -7,11 +7,12 @@ run's counts the same way; this module is that wording, once.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import unicodedata
 from typing import Union
 
-__all__ = ["RunCounts", "failure_reason", "printable", "skip_reason"]
+__all__ = ["LineFormatter", "RunCounts", "failure_reason", "printable", "skip_reason"]
 
 PathText = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
@@ -48,6 +49,16 @@ def _escape(ch: str) -> str:
     if unicodedata.category(ch) == "Zs":  # other spaces: harmless, keep them readable
         return ch
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+class LineFormatter(logging.Formatter):
+    """A log formatter that keeps every record's message on its line: a file name with a line
+    break or an escape sequence cannot forge another log line (:func:`printable`). A
+    traceback, added after the message, keeps its own lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
 
 
 def skip_reason(err: BaseException) -> str | None:

@@ -8,13 +8,12 @@ import multiprocessing
 import os
 import shutil
 import sqlite3
-import stat
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from test_cache import MODELS, fp, stored
+from test_cache import MODELS, stored
 from tagger.cache import Cache, CacheError
 
 NOBODY = 65534

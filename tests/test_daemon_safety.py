@@ -8,6 +8,7 @@ holds however slowly a loaded machine runs, and nothing waits on a bare sleep.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import shutil
@@ -32,7 +33,8 @@ from test_daemon import (  # noqa: F401  (models, models_dir, sounds: fixtures)
     wait_for,
 )
 from tagger.cache import Cache
-from tagger.daemon import WatchSettings
+from audiogen import make_audio
+from tagger.daemon import WatchSettings, configure_logging
 from tagger.openfiles import writers
 from tagger.settle import OPEN_GRACE, Settler, quiet_time
 from tagger.tags import read_tags
@@ -295,3 +297,35 @@ def test_cache_deleted_under_the_daemon_is_recreated(tmp_path, models, sounds, c
     with Cache(cache_path) as fresh:
         assert fresh.get(second) is not None and fresh.get(first) is not None
     assert read_tags(second).genres == ["High"]
+
+
+def test_silent_track_is_skipped_not_failed(tmp_path, models, sounds, caplog):
+    """A silent track has nothing to tag: its job is done, no retry, no failure."""
+    music = tmp_path / "music"
+    music.mkdir()
+    make_audio(music / "silence.flac", seconds=4.0, sr=16000, kind="silence")
+    shutil.copy(sounds["low.flac"], music / "low.flac")
+    caplog.set_level(logging.INFO, logger="tagger.daemon")
+    with daemon_thread(models, [music], tmp_path / "cache.db", settle=0.2,
+                       max_attempts=3) as (d, cache):
+        wait_for(lambda: d.stats["done"] == 1 and d.stats["skipped"] == 1, what="both seen")
+        wait_for(lambda: cache.counts()["pending"] == 0 and cache.counts()["running"] == 0,
+                 what="queue empty")
+        assert d.stats["errors"] == 0 and d.stats["failed"] == 0
+        assert cache.counts()["failed"] == 0
+    assert any(r.getMessage() == f"skipped {music / 'silence.flac'}: silent"
+               for r in caplog.records)
+
+
+def test_a_file_name_cannot_forge_a_log_line(tmp_path, monkeypatch):
+    """The service's log keeps one record per line whatever a file is called."""
+    stream = io.StringIO()
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    configure_logging(0, stream)
+    try:
+        logging.getLogger("tagger.daemon").info(
+            "%s: done", "evil.mp3\n2026-01-01 00:00:00 INFO tagger.daemon: tagged /etc/passwd")
+    finally:
+        logging.getLogger().handlers[:] = []
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1 and "evil.mp3\\n2026" in lines[0]
