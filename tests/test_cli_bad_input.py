@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-import onnx_models as om
 from audiogen import make_audio
+from cli_library import make_library, tag
 from tagger.cli import main
 
 pytestmark = pytest.mark.timeout(300)
@@ -23,21 +23,8 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture()
 def lib(tmp_path):
-    music = tmp_path / "music"
-    music.mkdir()
-    make_audio(music / "low.flac", seconds=4.0, freq=200.0)
-    make_audio(music / "high.mp3", seconds=4.0, sr=44100, freq=6000.0)
-    models = tmp_path / "models"
-    models.mkdir()
-    om.band_model(models / "band.onnx")
-    return music, models, tmp_path / "cache.db"
+    return make_library(tmp_path, m4a=False)
 
-
-def tag(capsys, music, models, cache, *extra):
-    rc = main(["tag", "--models", str(models), "--cache", str(cache), *map(str, extra),
-               str(music)])
-    out = capsys.readouterr()
-    return rc, out.out, out.err
 
 
 def run(*args, **kw):

@@ -17,7 +17,7 @@ import termios
 import pytest
 
 import onnx_models as om
-from audiogen import make_audio
+from cli_library import make_library, tag, summary
 from tagger.cli import build_parser, main
 from tagger.tags import read_tags, write_tags
 
@@ -26,27 +26,9 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture()
 def lib(tmp_path):
-    music = tmp_path / "music"
-    music.mkdir()
-    make_audio(music / "low.flac", seconds=4.0, freq=200.0)
-    make_audio(music / "high.mp3", seconds=4.0, sr=44100, freq=6000.0)
-    make_audio(music / "mid.m4a", seconds=4.0, sr=44100, freq=1500.0)
-    models = tmp_path / "models"
-    models.mkdir()
-    om.band_model(models / "band.onnx")
-    return music, models, tmp_path / "cache.db"
+    return make_library(tmp_path)
 
 
-def tag(capsys, music, models, cache, *extra, before=()):
-    rc = main([*before, "tag", "--models", str(models), "--cache", str(cache),
-               *map(str, extra), str(music)])
-    out = capsys.readouterr()
-    return rc, out.out, out.err
-
-
-def summary(out: str) -> dict[str, int]:
-    last = out.strip().splitlines()[-1].replace("would tag", "tagged")
-    return {k: int(v) for k, v in (part.strip().rsplit(" ", 1) for part in last.split(","))}
 
 
 def test_no_write_counts_each_file_once(lib, capsys):
