@@ -17,6 +17,7 @@ import pytest
 from audiogen import make_audio
 from cli_library import make_library, tag
 from tagger.cli import main
+from tagger.tags import read_tags
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -227,3 +228,21 @@ def test_plot_without_matplotlib_names_the_extra(lib, capsys, tmp_path):
     assert proc.returncode == 2
     assert "'plot' extra" in one_line(proc.stderr)
     assert not (tmp_path / "t.png").exists()
+
+
+def test_file_names_that_are_not_utf8_are_analysed_tagged_and_printed(tmp_path, capsys):
+    """Names as old Latin-1 rips and Windows shares have them: bytes that are not UTF-8, on
+    both decoders (libsndfile: flac, mp3; FFmpeg: m4a)."""
+    music, models, cache = make_library(tmp_path)
+    folder = os.fsencode(music)
+    for name in (b"low.flac", b"high.mp3", b"mid.m4a"):
+        stem, ext = name.split(b".")
+        os.rename(os.path.join(folder, name), os.path.join(folder, stem + b"-caf\xe9\xff." + ext))
+    rc, out, err = tag(capsys, music, models, cache, "--print")
+    assert rc == 0, err
+    assert "tagged 3" in out.splitlines()[-1] and "failed 0" in out.splitlines()[-1]
+    assert out.count("caf\\xe9\\xff") == 3  # printed escaped, on one line each
+    for name in os.listdir(folder):
+        assert read_tags(os.fsdecode(os.path.join(folder, name))).genres, name
+    rc, out, err = tag(capsys, music, models, cache)
+    assert rc == 0 and "unchanged 3" in out and "cached 3" in out
