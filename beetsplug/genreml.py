@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -49,10 +48,13 @@ from beets import ui
 from beets.dbcore import types
 from beets.library import Item
 from beets.plugins import BeetsPlugin, find_plugins
+from tagger.beetsfields import MEDIA_FIELDS, field_name, label_fields, shared_models, slugify
+from tagger.beetsfields import apply_result as set_fields
 from tagger.playlist import (PlaylistEntry, UnknownLabel, format_m3u, match_label,
                              write_text_atomically)
-from tagger.report import RunCounts, failure_reason, printable, skip_reason
-from tagger.tags import MODES, V23_SEP, FileTags, Policy, plan_tags
+from tagger.report import RunCounts, failure_reason, format_result, printable, skip_reason
+from tagger.result import check_threshold
+from tagger.tags import MODES, V23_SEP, Policy
 
 if TYPE_CHECKING:
     import optparse
@@ -63,29 +65,11 @@ if TYPE_CHECKING:
     from tagger.result import TrackResult
     from tagger.tagging import Tagger
 
-__all__ = ["GenremlPlugin", "field_name", "slugify"]
+__all__ = ["GenremlPlugin", "field_name", "slugify"]  # the last two: tagger.beetsfields'
 
 DEVICES = ("auto", "cpu", "cuda")
-# Field prefix per model task: `genre_jazz`, `mood_calm`.
-PREFIXES = {"genre": "genre", "emotion": "mood"}
-# The fields the policy decides, both backed by file tags.
-MEDIA_FIELDS = ("genres", "mood")
 PROB_TYPE = types.Float(3)  # shown with three decimals: `beet ls -f '$mood_calm'` -> 0.734
 DEFAULT_MOOD_MIN_PROB = 0.5
-
-
-def slugify(label: str) -> str:
-    """A label as a field-name part: lower-case, each run of non-alphanumerics one ``_``.
-
-    >>> slugify("Pop/Rock"), slugify("R&B"), slugify("Hip-Hop / Rap")
-    ('pop_rock', 'r_b', 'hip_hop_rap')
-    """
-    return re.sub(r"[\W_]+", "_", label.lower()).strip("_")
-
-
-def field_name(task: str, label: str) -> str:
-    """The beets field holding ``label``'s probability: ``genre_jazz``, ``mood_calm``."""
-    return f"{PREFIXES[task]}_{slugify(label)}"
 
 
 class MoodField(MediaField):
@@ -189,13 +173,16 @@ class GenremlPlugin(BeetsPlugin):
         return Policy.of(override or self.config["policy"].as_choice(MODES))
 
     def _models(self) -> ModelSet:
-        """The configured models, loaded on first use, once per process.
+        """The configured models, loaded on first use, once per process; those the process
+        shared already, if any (the watch daemon's: :func:`tagger.beetsfields.share_models`).
 
         Raises
         ------
         tagger.model.ModelError
         """
         with self._lock:
+            if self._model_set is None:
+                self._model_set = shared_models()
             if self._model_set is None and self._model_error is None:
                 from tagger.model import ModelError, load_models
 
@@ -222,21 +209,8 @@ class GenremlPlugin(BeetsPlugin):
         nothing or to a field another label took are left out (with a warning)."""
         with self._lock:
             if self._fields is None:
-                fields: dict[tuple[str, str], str] = {}
-                taken: dict[str, str] = {}
-                for model in self._models().models:
-                    for head in model.heads:
-                        for label in head.labels:
-                            field = field_name(head.task, label)
-                            if field == f"{PREFIXES[head.task]}_":
-                                self._log.warning("label {!r} has no field name; skipped", label)
-                            elif field in taken:
-                                self._log.warning("labels {!r} and {!r} both map to {}; "
-                                                  "keeping the first", taken[field], label, field)
-                            else:
-                                taken[field] = label
-                                fields[(head.task, label)] = field
-                self._fields = fields
+                self._fields = label_fields(self._models(),
+                                            lambda message: self._log.warning("{}", message))
             return self._fields
 
     def _cache_path(self) -> Path:
@@ -262,8 +236,7 @@ class GenremlPlugin(BeetsPlugin):
                 from tagger.tagging import Tagger
 
                 threshold = self.config["threshold"].get(confuse.Optional(float))
-                if threshold is not None and not 0.0 < threshold < 1.0:
-                    raise ui.UserError("genreml.threshold must be between 0 and 1")
+                check_threshold(threshold, "genreml.threshold", ui.UserError)
                 max_genres = self.config["max_genres"].get(confuse.Optional(int))
                 tagger = Tagger(self._models(), Cache(path), policy=self.policy(), write=False,
                                 threshold=threshold, max_genres=max_genres,
@@ -308,29 +281,9 @@ class GenremlPlugin(BeetsPlugin):
         return None
 
     def apply_result(self, item: Item, result: TrackResult, policy: Policy) -> list[str]:
-        """Set the item's fields from ``result`` (in memory); return the changed fields."""
-        genres = [label for label, _ in result.genres]
-        mood = result.emotion[0] if result.emotion else None
-        plan = plan_tags(FileTags(list(item.get("genres") or []), item.get("mood") or None),
-                         genres, mood, policy)
-        values: dict[str, Any] = {
-            "genres": plan.genre.new,
-            "genreml_genres": genres,
-            "genreml_model": ", ".join(dict.fromkeys(h.model.id for h in result.heads.values())),
-        }
-        if plan.mood.new is not None:
-            values["mood"] = plan.mood.new
-        if mood is not None:
-            values["genreml_mood"] = mood
-        fields = self._label_fields()
-        for task, head in result.heads.items():
-            for label, prob in head.prob_dict().items():
-                field = fields.get((task, label))
-                if field is not None:
-                    values[field] = round(prob, 4)
-        before = {key: item.get(key) for key in values}
-        item.update(values)
-        return [key for key in values if item.get(key) != before[key]]
+        """Set the item's fields from ``result`` (in memory); return the changed fields
+        (:func:`tagger.beetsfields.apply_result`, with this plugin's label fields)."""
+        return set_fields(item, result, policy, self._label_fields())
 
     def _write_file(self, item: Item, tagger: Tagger) -> bool:
         """Put the item's ``genres`` and ``mood`` into its file with genreml's safe writer
@@ -354,9 +307,7 @@ class GenremlPlugin(BeetsPlugin):
 
     @staticmethod
     def _summary(item: Item, result: TrackResult, source: str) -> str:
-        genres = ", ".join(f"{label} {prob:.2f}" for label, prob in result.genres) or "-"
-        mood = f" | {result.emotion[0]} {result.emotion[1]:.2f}" if result.emotion else ""
-        return f"{printable(format(item))}: {genres}{mood} ({source})"
+        return f"{format_result(result, format(item))} ({source})"
 
     # -- commands
 

@@ -14,7 +14,7 @@ import sys
 __version__ = "0.1.0"
 
 # True when something imported onnxruntime with telemetry on before genreml could switch it off
-# (a host process, another beets plugin); tagger.model warns about it once.
+# (a host process, another beets plugin); tagger.onnxsession warns about it once.
 ORT_TELEMETRY_ON = ("onnxruntime" in sys.modules
                     and os.environ.get("ORT_DISABLE_TELEMETRY") != "1")
 # Set unconditionally: a value of 0 inherited from the environment must not turn it back on.

@@ -18,49 +18,13 @@ from pathlib import Path
 
 from . import __version__
 from .cli_cache import cmd_playlist, cmd_show, cmd_status, open_cache
+from .cli_options import (V23_SEP, WithCommon, add_model_options, add_policy_options,
+                          add_verbosity, add_write_options)
 from .console import (EXIT_BROKEN_PIPE, EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE, Console,
                       UsageError, quiet_stdout)
-from .report import LineFormatter, RunCounts, printable
+from .report import LineFormatter, RunCounts, format_outcome, format_result, printable
 
 log = logging.getLogger("genreml")
-
-MODES = ("fill", "merge", "force")
-# The bundled model's genre threshold, for --help only: reading it from the model's metadata
-# means importing onnxruntime (~0.4 s) on every `genreml --help`; a test keeps the two equal.
-BUNDLED_THRESHOLD = 0.25
-V23_SEP = "; "  # = tagger.tags.V23_SEP (not imported here: mutagen is not needed for --help)
-
-
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", type=Path, default=None,
-                   help="folder (or file) of genreml ONNX models; default: the bundled models")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="onnxruntime device (default: auto, CUDA when available)")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="genre probability threshold (default: the model's own threshold, "
-                   f"{BUNDLED_THRESHOLD} for the bundled model)")
-    p.add_argument("--max-genres", type=int, default=None, help="keep at most N genres")
-    p.add_argument("--hop", type=float, default=None,
-                   help="seconds between clip starts (default: the clip length)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="inference threads (default: the cores this process may use)")
-
-
-def _add_policy_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--policy", choices=MODES, default="fill",
-                   help="fill: only empty fields (default); merge: add to existing; "
-                   "force: replace")
-    p.add_argument("--genre-policy", choices=MODES, help="policy for the genre field only")
-    p.add_argument("--mood-policy", choices=MODES, help="policy for the mood field only")
-
-
-def _add_write_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--v23-sep", default=V23_SEP, metavar="SEP",
-                   help="separator joining several genres in an ID3v2.3 tag (default: "
-                   f"{V23_SEP!r}, as Picard's v23_sep; v2.4 tags hold a real list)")
-    p.add_argument("--safe-only", action="store_true",
-                   help="refuse to tag a file (one line saying why) when its owner, group, "
-                   "mode, extended attributes or ACLs could not be kept exactly")
 
 
 def _tagger_options(args: argparse.Namespace) -> dict:
@@ -82,43 +46,14 @@ def _policy(args: argparse.Namespace):
 def _analyzer(args: argparse.Namespace):
     from .model import load_models
     from .predict import Analyzer
+    from .result import check_threshold
 
-    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
-        raise UsageError("--threshold must be between 0 and 1")
+    check_threshold(args.threshold, "--threshold", UsageError)
     models = load_models(args.models, device=args.device, threads=args.threads)
     log.debug("models: %s on %s", {t: i.id for t, i in models.identities.items()},
               models.providers)
     return Analyzer(models, hop_seconds=args.hop, threshold=args.threshold,
                     max_genres=args.max_genres)
-
-
-def format_result(result) -> str:
-    """One human line: ``path: Genre 0.81, Genre 0.33 | mood 0.72``."""
-    genres = ", ".join(f"{label} {prob:.2f}" for label, prob in result.genres) or "-"
-    text = f"{printable(result.path)}: {genres}"
-    if result.emotion is not None:
-        text += f" | {result.emotion[0]} {result.emotion[1]:.2f}"
-    return text
-
-
-def format_outcome(outcome, dry_run: bool = False) -> str:
-    """``tag --print``: ``path: Low, High | calm [tagged, analysed] genre: [] -> ['Low']``.
-
-    The values are what the file holds now (or would, in a dry run); the brackets say what
-    happened to it and where the result came from; then the fields that changed."""
-    plan, result = outcome.plan, outcome.result
-    if plan is not None:
-        genres, mood = plan.after.genres, plan.after.mood
-    else:
-        genres, mood = [g for g, _ in result.genres], result.emotion and result.emotion[0]
-    status = outcome.status
-    if dry_run and status == "tagged":
-        status = "would tag"
-    text = (f"{printable(outcome.path)}: {', '.join(genres) or '-'} | {mood or '-'} "
-            f"[{status}, {outcome.source}]")
-    if plan is not None and plan.changed:
-        text += " " + "; ".join(f.describe() for f in plan.fields if f.changed)
-    return text
 
 
 def _files(paths: Sequence[Path]) -> list[Path]:
@@ -197,8 +132,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     import functools
     import signal
 
-    from .daemon import BeetsLibrary, Daemon, DaemonError, WatchSettings, configure_logging
     from .tagging import Tagger
+    from .watch import BeetsLibrary, Daemon, DaemonError, WatchSettings, configure_logging
 
     configure_logging(args.verbose)
     if args.quiet:  # no line per file; warnings and errors still reach the journal
@@ -217,8 +152,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     analyzer = _analyzer(args)
     with open_cache(args) as cache:
         try:
-            beets = BeetsLibrary(args.models, args.device, args.threshold, args.max_genres,
-                                 args.policy) if args.beets else None
+            beets = BeetsLibrary(analyzer.models, args.policy) if args.beets else None
             make_tagger = functools.partial(
                 Tagger, analyzer.models, cache, policy, hop_seconds=args.hop,
                 threshold=args.threshold, max_genres=args.max_genres, **_tagger_options(args))
@@ -245,18 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="genreml", description="Tag music with genres and mood, locally.")
     parser.add_argument("--version", action="version", version=f"genreml {__version__}")
-    _add_verbosity(parser, default=True)
+    add_verbosity(parser, default=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)  # -q/-v also after the command's name
-    _add_verbosity(common, default=False)
-    sub = _WithCommon(sub, common)
+    add_verbosity(common, default=False)
+    sub = WithCommon(sub, common)
 
     p = sub.add_parser("analyze", help="print genres and mood of audio files",
                        description="Analyse files or folders (recursively) and print results.")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     p.add_argument("--json", action="store_true", help="one JSON object per line per track")
     p.add_argument("--timeline", action="store_true", help="with --json: per-clip probabilities")
-    _add_model_options(p)
+    add_model_options(p)
     p.set_defaults(func=cmd_analyze)
 
     cache_help = "results cache (default: $XDG_DATA_HOME/genreml/cache.db)"
@@ -264,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Analyse files or folders and write genre and mood tags; "
                        "results are cached, so unchanged files are not analysed again.")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    _add_policy_options(p)
+    add_policy_options(p)
     p.add_argument("--dry-run", action="store_true",
                    help="print what would change, field by field; write no file")
     p.add_argument("--no-write", action="store_true", help="analyse and cache, write no tags")
@@ -274,11 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "where the result came from] and the fields that changed, e.g. "
                    "\"a.mp3: Rock | calm [tagged, analysed] genre: [] -> ['Rock']\" "
                    "(also with -v)")
-    _add_write_options(p)
+    add_write_options(p)
     p.add_argument("--stale-only", action="store_true",
                    help="only files whose cached results came from older models")
     p.add_argument("--cache", type=Path, default=None, help=cache_help)
-    _add_model_options(p)
+    add_model_options(p)
     p.set_defaults(func=cmd_tag)
 
     p = sub.add_parser("show", help="what the cache knows about a file")
@@ -329,12 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow-links", action="store_true",
                    help="follow symbolic links that lead out of the watched folders (default: "
                    "such links are left alone)")
-    _add_write_options(p)
+    add_write_options(p)
     p.add_argument("--beets", action="store_true",
                    help="also update the file's item in the beets library (beets' own config)")
-    _add_policy_options(p)
+    add_policy_options(p)
     p.add_argument("--cache", type=Path, default=None, help=cache_help)
-    _add_model_options(p)
+    add_model_options(p)
     p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("status", help="what the cache holds, and the watch queue",
@@ -350,26 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_verbosity(p: argparse.ArgumentParser, default: bool) -> None:
-    """-q/-v; given before the command they set the defaults, after it they win."""
-    extra = {} if default else {"default": argparse.SUPPRESS}
-    p.add_argument("-q", "--quiet", action="store_true", **({"default": False} | extra),
-                   help="only errors: no progress bar, no per-file or summary lines")
-    p.add_argument("-v", "--verbose", action="count", **({"default": 0} | extra),
-                   help="more output and logging (-vv for debug)")
-
-
-class _WithCommon:
-    """Sub-parser factory that gives every command the common options."""
-
-    def __init__(self, sub: argparse._SubParsersAction, common: argparse.ArgumentParser):
-        self._sub, self._common = sub, common
-
-    def add_parser(self, name: str, **kw) -> argparse.ArgumentParser:
-        return self._sub.add_parser(name, parents=[self._common, *kw.pop("parents", [])], **kw)
-
-
-def _add_plugin_commands(sub: _WithCommon) -> None:
+def _add_plugin_commands(sub: WithCommon) -> None:
     """Commands other packages register under the ``genreml.commands`` entry point group
     (the trainer's ``train`` and ``evaluate``): the runtime never imports them by name."""
     from importlib.metadata import entry_points

@@ -117,7 +117,7 @@ def cmd_playlist(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from .cache import default_cache_path
-    from .daemon import lock_owner
+    from .watch import lock_owner
 
     path = (args.cache or default_cache_path()).expanduser()
     if not path.exists():

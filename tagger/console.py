@@ -50,23 +50,22 @@ class Console:
     ----------
     quiet : bool
         No progress bar and no per-file lines; problems (failures) are still printed.
-    stdout, stderr : text streams
-        Default: the process's (looked up at call time, so tests can capture them).
+
+    Lines go to the process's stdout and stderr, looked up at call time so tests can capture
+    them.
     """
 
-    def __init__(self, quiet: bool = False, stdout: TextIO | None = None,
-                 stderr: TextIO | None = None) -> None:
+    def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
-        self._stdout, self._stderr = stdout, stderr
         self._bar: Any = None
 
     @property
     def stdout(self) -> TextIO:
-        return self._stdout or sys.stdout
+        return sys.stdout
 
     @property
     def stderr(self) -> TextIO:
-        return self._stderr or sys.stderr
+        return sys.stderr
 
     def result(self, line: str) -> None:
         """A result line on stdout (flushed: a pipe reader sees each file as it is done)."""

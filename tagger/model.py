@@ -20,6 +20,8 @@ key                          value
 ===========================  ==============================================================
 
 A file with two heads (genre and emotion over one backbone) runs the backbone once per clip.
+Its sessions are opened by :func:`tagger.onnxsession.open_session`, with the options every genreml
+session shares.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -36,16 +37,15 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from . import ORT_TELEMETRY_ON
 from .features import FeatureSettings
-from .result import ModelIdentity
+from .onnxsession import available_cores, open_session
+from .result import ModelIdentity, check_threshold
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "FORMAT_VERSION",
     "TASKS",
-    "available_cores",
     "HeadSpec",
     "ModelError",
     "ModelSet",
@@ -64,9 +64,6 @@ PREFIX = "genreml."
 # the default model); on 2 cores 8 was the fastest of 4/8/16/32 for both the default model and a
 # musicnn-sized one, at a third of the memory of 32.
 BATCH_SIZE = 8
-# TF32 convolutions (onnxruntime's CUDA default on Ampere and later) move probabilities by
-# about 1e-3 from the CPU's; plain float32 keeps GPU and CPU results interchangeable.
-PROVIDER_OPTIONS: dict[str, dict[str, str]] = {"CUDAExecutionProvider": {"use_tf32": "0"}}
 REQUIRED_KEYS = ("format", "name", "version", "sample_rate", "clip_seconds", "features", "heads")
 
 
@@ -157,9 +154,9 @@ def _parse_heads(raw: str) -> tuple[HeadSpec, ...]:
             raise ValueError(f"{task} head: labels are not unique")
         threshold = item.get("threshold")
         if task == "genre":
-            if not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+            if not isinstance(threshold, (int, float)):
                 raise ValueError("genre head: threshold must be a number in (0, 1)")
-            threshold = float(threshold)
+            threshold = check_threshold(float(threshold), "genre head: threshold")
         if not isinstance(item.get("output"), str):
             raise ValueError(f"{task} head: output name missing")
         heads.append(HeadSpec(item["output"], task, tuple(labels), threshold))
@@ -217,9 +214,7 @@ class OnnxModel:
         threads = max(1, threads)
         with self._lock:  # daemon workers share one model
             if threads not in self._fewer_threads:
-                self._fewer_threads[threads] = ort.InferenceSession(
-                    str(self.path), _session_options(threads),
-                    providers=["CPUExecutionProvider"])
+                self._fewer_threads[threads] = open_session(self.path, threads)
             return self._fewer_threads[threads]
 
     def run(self, mel: np.ndarray, threads: int | None = None) -> dict[str, np.ndarray]:
@@ -244,58 +239,6 @@ class OnnxModel:
         }
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-_shared_arena = threading.Lock()
-_shared_arena_ready = False
-
-
-def _share_cpu_arena() -> None:
-    """Register one CPU memory arena for every session of this process (once).
-
-    Each session would otherwise keep its own arena, as large as its biggest batch's
-    activations; sessions that take turns (one model at two thread counts) need only one.
-    """
-    global _shared_arena_ready
-    with _shared_arena:
-        if not _shared_arena_ready:
-            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
-                                     ort.OrtMemType.DEFAULT)
-            ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
-            _shared_arena_ready = True
-
-
-_telemetry_warned = False
-
-
-def _warn_if_telemetry_on() -> None:
-    """Say once when onnxruntime was imported, telemetry on, before genreml could stop it."""
-    global _telemetry_warned
-    if ORT_TELEMETRY_ON and not _telemetry_warned:
-        _telemetry_warned = True
-        log.warning("onnxruntime was imported before genreml, with its telemetry on; set "
-                    "ORT_DISABLE_TELEMETRY=1 in the environment to keep it from contacting "
-                    "Microsoft")
-
-
-def _session_options(threads: int) -> ort.SessionOptions:
-    _warn_if_telemetry_on()
-    _share_cpu_arena()
-    opts = ort.SessionOptions()
-    opts.add_session_config_entry("session.use_env_allocators", "1")
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    return opts
-
-
 def _static(dim: object) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
 
@@ -315,9 +258,7 @@ def load_model(
     threads = threads or available_cores()
     try:
         providers = choose_providers(device)
-        session = ort.InferenceSession(str(path), _session_options(threads), providers=providers,
-                                       provider_options=[PROVIDER_OPTIONS.get(p, {})
-                                                         for p in providers])
+        session = open_session(path, threads, providers)
     except ModelError:
         raise
     except Exception as err:

@@ -21,7 +21,7 @@ from .report import printable
 log = logging.getLogger(__name__)
 
 __all__ = ["PlaylistEntry", "UnknownLabel", "display_title", "format_m3u", "match_label",
-           "regular_file", "write_m3u", "write_text_atomically"]
+           "regular_file", "write_text_atomically"]
 
 # Every character str.splitlines() breaks on: some players split on more than "\n".
 _LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
@@ -114,13 +114,13 @@ def _one_line(text: str) -> str:
     return " ".join("".join(" " if not ch.isprintable() else ch for ch in text).split())
 
 
-def format_m3u(entries: Iterable[PlaylistEntry], relative_to: str | Path | None = None) -> str:
+def format_m3u(entries: Iterable[PlaylistEntry]) -> str:
     """Extended M3U text: ``#EXTM3U`` then ``#EXTINF:<seconds>,<title>`` and the path per
-    track. Paths are made relative to ``relative_to`` (the playlist's folder) when given.
-    A path with a line break is left out (logged): it would inject lines of its own."""
+    track, as the entry gives it. A path with a line break is left out (logged): it would
+    inject lines of its own."""
     lines = ["#EXTM3U"]
     for e in entries:
-        path = os.path.relpath(e.path, relative_to) if relative_to else os.fsdecode(e.path)
+        path = os.fsdecode(e.path)
         if _LINE_BREAKS.intersection(path):
             log.warning("%s: line break in the file name; left out of the playlist",
                         printable(path))
@@ -148,7 +148,3 @@ def write_text_atomically(path: str | os.PathLike[str], text: str) -> Path:
         raise
     return path
 
-
-def write_m3u(entries: Iterable[PlaylistEntry], out: str | Path) -> Path:
-    """Write an extended M3U file (UTF-8) with absolute paths, atomically; returns its path."""
-    return write_text_atomically(out, format_m3u(entries))

@@ -1,7 +1,8 @@
-"""What the front doors say about files: escaped names, failure reasons, the run summary.
+"""What the front doors say about files: escaped names, a track's result line, failure
+reasons, the run summary.
 
-The CLI and the beets plugin (and the watch daemon, where it reports) word a file's failure and a
-run's counts the same way; this module is that wording, once.
+The CLI and the beets plugin (and the watch daemon, where it reports) word a file's result,
+its failure and a run's counts the same way; this module is that wording, once.
 """
 
 from __future__ import annotations
@@ -10,9 +11,14 @@ import dataclasses
 import logging
 import os
 import unicodedata
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
-__all__ = ["LineFormatter", "RunCounts", "failure_reason", "printable", "skip_reason"]
+if TYPE_CHECKING:  # not imported at run time: printable() must stay cheap to import
+    from .result import TrackResult
+    from .tagging import Outcome
+
+__all__ = ["LineFormatter", "RunCounts", "failure_reason", "format_outcome", "format_result",
+           "printable", "skip_reason"]
 
 PathText = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
@@ -49,6 +55,43 @@ def _escape(ch: str) -> str:
     if unicodedata.category(ch) == "Zs":  # other spaces: harmless, keep them readable
         return ch
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def format_result(result: TrackResult, name: PathText | None = None) -> str:
+    """One human line: ``path: Genre 0.81, Genre 0.33 | mood 0.72``.
+
+    Parameters
+    ----------
+    result : TrackResult
+        The track's result.
+    name : str or path-like, optional
+        What the line starts with (escaped); default: the result's path.
+    """
+    genres = ", ".join(f"{label} {prob:.2f}" for label, prob in result.genres) or "-"
+    text = f"{printable(result.path if name is None else name)}: {genres}"
+    if result.emotion is not None:
+        text += f" | {result.emotion[0]} {result.emotion[1]:.2f}"
+    return text
+
+
+def format_outcome(outcome: Outcome, dry_run: bool = False) -> str:
+    """``tag --print``: ``path: Low, High | calm [tagged, analysed] genre: [] -> ['Low']``.
+
+    The values are what the file holds now (or would, in a dry run); the brackets say what
+    happened to it and where the result came from; then the fields that changed."""
+    plan, result = outcome.plan, outcome.result
+    if plan is not None:
+        genres, mood = plan.after.genres, plan.after.mood
+    else:
+        genres, mood = [g for g, _ in result.genres], result.emotion and result.emotion[0]
+    status = outcome.status
+    if dry_run and status == "tagged":
+        status = "would tag"
+    text = (f"{printable(outcome.path)}: {', '.join(genres) or '-'} | {mood or '-'} "
+            f"[{status}, {outcome.source}]")
+    if plan is not None and plan.changed:
+        text += " " + "; ".join(f.describe() for f in plan.fields if f.changed)
+    return text
 
 
 class LineFormatter(logging.Formatter):

@@ -8,10 +8,36 @@ from typing import Any
 import numpy as np
 
 __all__ = ["DEFAULT_GENRE_THRESHOLD", "HeadResult", "ModelIdentity", "TrackResult",
-           "decide_emotion", "decide_genres"]
+           "check_threshold", "decide_emotion", "decide_genres"]
 
 
 DEFAULT_GENRE_THRESHOLD = 0.2  # a genre is tagged when its probability is >= this
+
+
+def check_threshold(threshold: float | None, name: str = "threshold",
+                    error: type[Exception] = ValueError) -> float | None:
+    """``threshold`` if it is None (the model's own) or strictly between 0 and 1.
+
+    The one check every front door makes of a user's genre threshold (0 would tag every
+    genre, 1 none).
+
+    Parameters
+    ----------
+    threshold : float or None
+        As the user gave it.
+    name : str
+        How the user gave it (``"--threshold"``, ``"genreml.threshold"``), for the message.
+    error : type of Exception
+        What the front door raises for a usage error.
+
+    Raises
+    ------
+    error
+        ``"<name> must be between 0 and 1"``.
+    """
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        raise error(f"{name} must be between 0 and 1")
+    return threshold
 
 
 @dataclasses.dataclass(frozen=True)

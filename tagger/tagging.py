@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Outcome", "Tagger"]
 
-SOURCES = ("cache", "moved", "analysed")
 # A file replaced while it is analysed is analysed again, this many times at most.
 MAX_ATTEMPTS = 3
 

@@ -427,3 +427,43 @@ class TestV23Separator(GenremlHelper):
         assert frames.getall("TCON")[0].text == ["Pop/Rock | R&B"]
         assert read_tags(item.filepath, v23_sep=" | ").genres == ["Pop/Rock", "R&B"]
         assert self.fresh(item).genres == ["Pop/Rock", "R&B"]
+
+
+class TestWatchDaemonSide(GenremlHelper):
+    def test_daemon_maps_results_with_its_own_models_and_loads_no_second_set(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """``genreml watch --beets``: the item gets the fields ``beet genreml`` sets, from the
+        daemon's models; the plugin beets loads in the daemon's process types the fields
+        with those very models and loads none of its own."""
+        from beets.plugins import find_plugins
+        from tagger import beetsfields, model
+        from tagger.cache import Cache
+        from tagger.tagging import Tagger
+        from tagger.watch import BeetsLibrary
+
+        models = model.load_models(self.assets["band"], device="cpu")
+        item = self.add("low", genres=["Ambient"])
+        # The daemon's process: beets loads its configured plugins once the models are shared.
+        self.unload_plugins()
+        self.config["plugins"] = [self.plugin]
+        loads: list[object] = []
+        real_load = model.load_models
+        monkeypatch.setattr(model, "load_models",
+                            lambda *a, **k: loads.append(a) or real_load(*a, **k))
+        try:
+            beets = BeetsLibrary(models, "fill", library=self.lib)
+            cached_classproperty.cache.clear()  # Item._types: the plugin's fields, asked anew
+            with Cache(self.temp_path / "cache.db") as cache:
+                outcome = Tagger(models, cache, write=False).tag(item.filepath)
+                assert beets.update(outcome)
+            assert isinstance(Item._types["mood_calm"], types.Float)
+            (plugin,) = [p for p in find_plugins() if p.name == "genreml"]
+            assert plugin._models() is models
+        finally:
+            beetsfields.share_models(None)
+        assert loads == []  # one model set in the process: the daemon's
+        fresh = self.fresh(item)
+        assert fresh.genres == ["Ambient"]  # fill: the curated genres stay
+        assert fresh["genreml_genres"] == ["Low"] and fresh["mood"] == "calm"
+        assert fresh["genreml_mood"] == "calm" and fresh["mood_calm"] > 0.9
+        assert fresh["genreml_model"].startswith("test@1:")

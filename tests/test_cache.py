@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tagger import cache as cache_module
 from tagger.cache import Cache, CacheVersionError, Hit, default_cache_path
+from tagger.cache import results as cache_results
+from tagger.cache import schema as cache_schema
 from tagger.result import HeadResult, ModelIdentity, TrackResult
 
 GENRE = ModelIdentity("genre-net", "1.0", "a" * 64)
@@ -201,7 +202,7 @@ def test_store_keeps_the_stat_taken_before_analysis(tmp_path, cache):
 
 
 def test_lookup_many_across_chunks(tmp_path, cache, monkeypatch):
-    monkeypatch.setattr(cache_module, "_CHUNK", 3)
+    monkeypatch.setattr(cache_results, "_CHUNK", 3)
     paths = [audio_file(tmp_path, f"d/{i}.flac") for i in range(10)]
     cache.store_many([(make_result(p, seed=i), f"fp{i}", None) for i, p in enumerate(paths)])
     for p in paths[:2]:
@@ -537,13 +538,13 @@ def test_concurrent_writers_from_three_processes(tmp_path):
 
 
 def test_new_file_gets_the_current_schema_version(cache):
-    assert sql(cache.path, "PRAGMA user_version") == [(cache_module.SCHEMA_VERSION,)]
+    assert sql(cache.path, "PRAGMA user_version") == [(cache_schema.SCHEMA_VERSION,)]
 
 
 def test_newer_schema_is_refused(tmp_path):
     db = tmp_path / "cache.db"
     Cache(db).close()
-    newer = cache_module.SCHEMA_VERSION + 1
+    newer = cache_schema.SCHEMA_VERSION + 1
     sql(db, f"PRAGMA user_version = {newer}")
     with pytest.raises(CacheVersionError, match="was written by a newer genreml"):
         Cache(db)
@@ -556,8 +557,8 @@ def _old_cache(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
     db = tmp_path / "cache.db"
     with Cache(db) as c:
         path, _ = stored(tmp_path, c, "a.flac")
-    assert cache_module.SCHEMA_VERSION == 2
-    monkeypatch.setattr(cache_module, "SCHEMA_VERSION", 4)
+    assert cache_schema.SCHEMA_VERSION == 2
+    monkeypatch.setattr(cache_schema, "SCHEMA_VERSION", 4)
     return db, path
 
 
@@ -573,7 +574,7 @@ def test_old_schema_is_migrated_step_by_step(tmp_path, monkeypatch):
         calls.append(2)
         conn.exec_driver_sql("UPDATE tracks SET note = 'migrated'")
 
-    monkeypatch.setattr(cache_module, "MIGRATIONS", {3: fill_note, 2: add_note})
+    monkeypatch.setattr(cache_schema, "MIGRATIONS", {3: fill_note, 2: add_note})
     with Cache(db) as c:
         assert c.lookup(path, MODELS) is not None
     assert calls == [1, 2]
@@ -590,7 +591,7 @@ def test_failed_migration_changes_nothing(tmp_path, monkeypatch):
         conn.exec_driver_sql("ALTER TABLE tracks ADD COLUMN note TEXT")
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(cache_module, "MIGRATIONS", {2: add_then_fail, 3: lambda conn: None})
+    monkeypatch.setattr(cache_schema, "MIGRATIONS", {2: add_then_fail, 3: lambda conn: None})
     with pytest.raises(RuntimeError, match="disk on fire"):
         Cache(db)
     assert sql(db, "PRAGMA user_version") == [(2,)]
@@ -599,7 +600,7 @@ def test_failed_migration_changes_nothing(tmp_path, monkeypatch):
 
 def test_missing_migration_is_refused(tmp_path, monkeypatch):
     db, _ = _old_cache(tmp_path, monkeypatch)
-    monkeypatch.setattr(cache_module, "MIGRATIONS", {
+    monkeypatch.setattr(cache_schema, "MIGRATIONS", {
         2: lambda conn: conn.exec_driver_sql("ALTER TABLE tracks ADD COLUMN note TEXT")})
     with pytest.raises(CacheVersionError, match="no migration from cache schema 3"):
         Cache(db)

@@ -124,7 +124,7 @@ def test_threshold_help_states_the_bundled_models_value(capsys):
                                    providers=["CPUExecutionProvider"])
     heads = json.loads(session.get_modelmeta().custom_metadata_map["genreml.heads"])
     bundled = next(h["threshold"] for h in heads if h["task"] == "genre")
-    from tagger.cli import BUNDLED_THRESHOLD
+    from tagger.cli_options import BUNDLED_THRESHOLD
 
     assert BUNDLED_THRESHOLD == bundled
     with pytest.raises(SystemExit):

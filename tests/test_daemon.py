@@ -26,15 +26,15 @@ import onnx_models as om
 from audiogen import make_audio
 from tagger.cache import Cache
 from tagger.cli import main
-from tagger.daemon import (
+from tagger.model import load_models
+from tagger.watch import (
     Daemon,
+    Notifier,
     WatchSettings,
     configure_logging,
     is_ignored_name,
     needs_polling,
 )
-from tagger.model import load_models
-from tagger.sdnotify import Notifier
 from tagger.tagging import Tagger
 from tagger.tags import read_tags, write_tags
 
@@ -189,7 +189,8 @@ def log_lines(*paths: Path) -> list[str]:
 def outcome_lines(lines, name: str) -> list[str]:
     """The daemon's one line per tagged file: ``tagged|unchanged PATH: ... (source)``."""
     return [line for line in lines
-            if re.search(rf"tagger\.daemon: (tagged|unchanged) \S*/{re.escape(name)}: ", line)]
+            if re.search(rf"tagger\.watch\.workers: (tagged|unchanged) \S*/{re.escape(name)}: ",
+                         line)]
 
 
 # --------------------------------------------------------------------------- settling (inotify)
@@ -242,24 +243,30 @@ def test_part_rename_corrupt_file_retries_and_status(tmp_path, models, sounds, c
     music = tmp_path / "music"
     (music / "album").mkdir(parents=True)
     cache_path = tmp_path / "cache.db"
-    with daemon_thread(models, [music], cache_path, settle=0.5, max_attempts=2,
+    clock = FakeClock()
+    with daemon_thread(models, [music], cache_path, clock=clock, settle=0.5, max_attempts=2,
                        retry_delay=0.2) as (daemon, cache):
         # A corrupt file first: logged, retried once, given up on; the rest goes on.
         (music / "album" / "bad.flac").write_bytes(b"fLaC but not really" * 200)
-        # A browser download: written as .part, renamed when complete.
+        # A browser download: written as .part (three writes), renamed when complete.
         part = music / "album" / "new.mp3.part"
-        write_slowly(part, sounds["high.mp3"].read_bytes(), parts=3, pause=0.2,
+        write_slowly(part, sounds["high.mp3"].read_bytes(), parts=3, pause=0.0,
                      check=lambda: None)
-        assert total_jobs(cache) <= 1  # at most bad.flac: .part files are never queued
-        os.rename(part, music / "album" / "new.mp3")
-        # Moved in from outside the watched tree, plus ignored names that must stay ignored.
+        # Moved in from outside the watched tree. Its event comes after those of the .part
+        # writes: once it is seen, they have been handled.
         shutil.copy(sounds["low.flac"], tmp_path / "good.flac")
         os.rename(tmp_path / "good.flac", music / "good.flac")
+        wait_for(lambda: str(music / "good.flac") in daemon.settler, what="good.flac seen")
+        assert str(part) not in daemon.settler  # .part files never settle, so never queue
+        settle_passes(daemon, clock, 60.0)  # far past the settle time: what waited is queued
+        assert total_jobs(cache) == 2  # bad.flac and good.flac, never the .part
+        os.rename(part, music / "album" / "new.mp3")
+        # Ignored names that must stay ignored.
         for name in (".hidden.flac", "song.flac~", "x.flac.crdownload", "y.flac.!qB"):
             shutil.copy(sounds["low.flac"], music / name)
 
-        wait_for(lambda: daemon.stats["done"] == 2 and daemon.stats["failed"] == 1,
-                 what="two tagged, one failed")
+        advance_until(daemon, clock, lambda: daemon.stats["done"] == 2
+                      and daemon.stats["failed"] == 1, 0.5, "two tagged, one failed")
         assert read_tags(music / "album" / "new.mp3").genres == ["High"]
         assert read_tags(music / "good.flac").mood == "calm"
         assert sorted(map(os.path.basename, done_paths(cache))) == ["good.flac", "new.mp3"]
@@ -393,7 +400,7 @@ def test_journal_log_format(tmp_path, monkeypatch):
             st = os.fstat(stream.fileno())
             monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
             configure_logging(0, stream)
-            log = logging.getLogger("tagger.daemon")
+            log = logging.getLogger("tagger.watch.workers")
             log.info("tagged x")
             log.error("failed y")
             log.debug("not shown")
@@ -407,8 +414,9 @@ def test_journal_log_format(tmp_path, monkeypatch):
         for name in ("watchdog", "tagger.tags", "beets"):
             logging.getLogger(name).setLevel(logging.NOTSET)
     lines = out.read_text().splitlines()
-    assert lines[:2] == ["<6>tagger.daemon: tagged x", "<3>tagger.daemon: failed y"]
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d [\d:,]+ WARNING tagger.daemon: elsewhere", lines[2])
+    assert lines[:2] == ["<6>tagger.watch.workers: tagged x", "<3>tagger.watch.workers: failed y"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d [\d:,]+ WARNING tagger.watch.workers: elsewhere",
+                        lines[2])
     assert len(lines) == 3
 
 

@@ -34,9 +34,8 @@ from test_daemon import (  # noqa: F401  (models, models_dir, sounds: fixtures)
 )
 from tagger.cache import Cache
 from audiogen import make_audio
-from tagger.daemon import WatchSettings, configure_logging
 from tagger.openfiles import writers
-from tagger.settle import OPEN_GRACE, Settler, quiet_time
+from tagger.watch import OPEN_GRACE, Settler, WatchSettings, configure_logging, quiet_time
 from tagger.tags import read_tags
 
 # A writer in its own process, driven line by line over stdin: "open" (hold the file open for
@@ -244,7 +243,7 @@ def test_links_out_of_the_watched_folder_are_not_followed(tmp_path, models, soun
     (music / "link.flac").symlink_to(victims[0])  # there at start: the catch-up scan
     (music / "ext").symlink_to(outside / "dir", target_is_directory=True)
     shutil.copy(sounds["low.wav"], music / "own.wav")
-    caplog.set_level(logging.INFO, logger="tagger.links")
+    caplog.set_level(logging.INFO, logger="tagger.watch.links")
     with daemon_thread(models, [music], tmp_path / "cache.db", settle=0.2, poll=poll,
                        poll_interval=0.2) as (daemon, cache):
         wait_for(lambda: daemon.stats["done"] == 1, what="own.wav tagged")
@@ -305,7 +304,7 @@ def test_silent_track_is_skipped_not_failed(tmp_path, models, sounds, caplog):
     music.mkdir()
     make_audio(music / "silence.flac", seconds=4.0, sr=16000, kind="silence")
     shutil.copy(sounds["low.flac"], music / "low.flac")
-    caplog.set_level(logging.INFO, logger="tagger.daemon")
+    caplog.set_level(logging.INFO, logger="tagger.watch")
     with daemon_thread(models, [music], tmp_path / "cache.db", settle=0.2,
                        max_attempts=3) as (d, cache):
         wait_for(lambda: d.stats["done"] == 1 and d.stats["skipped"] == 1, what="both seen")
@@ -323,8 +322,8 @@ def test_a_file_name_cannot_forge_a_log_line(tmp_path, monkeypatch):
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)
     configure_logging(0, stream)
     try:
-        logging.getLogger("tagger.daemon").info(
-            "%s: done", "evil.mp3\n2026-01-01 00:00:00 INFO tagger.daemon: tagged /etc/passwd")
+        logging.getLogger("tagger.watch.workers").info(
+            "%s: done", "evil.mp3\n2026-01-01 00:00:00 INFO tagger.watch.workers: tagged /etc/passwd")
     finally:
         logging.getLogger().handlers[:] = []
     lines = stream.getvalue().splitlines()

@@ -34,8 +34,8 @@ OUTBOUND = re.compile(r"\bAF_INET6?\b|nscd|/resolve/|io\.systemd\.Resolve")
 # onnxruntime's uploader looked up its events host 9-10 s after the first session was created
 # (idle 2-core machine, telemetry on); the daemon is watched for twice that after its first file.
 TELEMETRY_WINDOW = 20.0
-# Entry points, and the modules that import onnxruntime (trainer.musicnn imports it lazily).
-ENTRY_MODULES = ("tagger.cli", "tagger.daemon", "tagger.model", "beetsplug.genreml",
+# Entry points, and the modules that import onnxruntime (trainer.musicnn through trainer.export).
+ENTRY_MODULES = ("tagger.cli", "tagger.watch", "tagger.model", "beetsplug.genreml",
                  "trainer.cli", "trainer.export", "trainer.features_cache", "trainer.musicnn")
 
 

@@ -24,10 +24,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from tagger.audio import AudioError, ClipStream
 from tagger.features import FeatureSettings, log_mel
+from tagger.onnxsession import open_session
 
 log = logging.getLogger(__name__)
 
@@ -95,23 +95,16 @@ class OnnxBackbone:
     outputs : sequence of str
         Outputs whose (flattened) values are concatenated into the embedding, e.g.
         ``("penultimate",)`` or ``("mean_pool", "max_pool")``.
-    threads : int, optional
-        onnxruntime intra-op threads.
     """
 
-    def __init__(self, path: str | Path, outputs: Sequence[str] = ("penultimate",),
-                 threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, outputs: Sequence[str] = ("penultimate",)) -> None:
         self.path = Path(path)
         self.outputs = tuple(outputs)
         # read once: the run embeds, exports and fingerprints this very file, even if the one
         # on disk is replaced meanwhile
         self.model_bytes = self.path.read_bytes()
         self.sha256 = hashlib.sha256(self.model_bytes).hexdigest()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or os.cpu_count() or 1
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(self.model_bytes, opts,
-                                            providers=["CPUExecutionProvider"])
+        self.session = open_session(self.model_bytes)
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise ValueError(f"{self.path.name}: a backbone has one input, found {len(inputs)}")

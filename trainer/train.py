@@ -15,7 +15,8 @@ A run folder holds everything needed to judge and use the model:
 ==================  ===========================================================================
 
 Everything is chosen on the validation split (early stopping, learning-rate schedule, the genre
-threshold); the test split is used once, at the end.
+threshold); the test split is used once, at the end. The run's settings are
+:class:`trainer.config.TrainConfig`; the card's prose is written by :mod:`trainer.model_card`.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from tagger.features import MUSICNN_FEATURES, FeatureSettings
+from tagger.features import FeatureSettings
 from tagger.model import HeadSpec, load_models, metadata_for
 
 from .architectures import build_cnn, build_head, compile_model, filters_for, label_weights
+from .config import BACKBONES, EMBEDDINGS, TrainConfig, TrainError, feature_settings
 from .datasets import Dataset, load_dataset
 from .evaluate import aggregate_tracks, evaluate_models, task_metrics, tune_threshold
 from .export import (
@@ -43,6 +45,7 @@ from .export import (
     set_metadata,
 )
 from .features_cache import ClipSpec, FeatureCache, OnnxBackbone, compute_features
+from .model_card import write_card
 from .splits import Splits, leaked_groups, split_by_group, write_splits
 
 import keras  # noqa: E402  (architectures silenced TensorFlow's logging first)
@@ -51,113 +54,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["BACKBONES", "EMBEDDINGS", "TrainConfig", "TrainError", "feature_settings", "train"]
 
-BACKBONES = ("cnn", "musicnn")
-EMBEDDINGS = ("penultimate", "mean_pool", "max_pool", "taggram")
 PARITY_CLIPS = 64
-# Unset learning rate and dropout per backbone. A dense head on frozen embeddings overfits
-# within an epoch or two at the CNN's rate; on 4Q emotion (validation split) 3e-4 and dropout
-# 0.5 trained for 8 epochs before the best one and scored as well or better.
-BACKBONE_DEFAULTS = {"cnn": {"learning_rate": 1.5e-3, "dropout": 0.2},
-                     "musicnn": {"learning_rate": 3e-4, "dropout": 0.5}}
-
-
-class TrainError(Exception):
-    """A run that cannot start: bad configuration, unreadable dataset (one-line reason)."""
-
-
-def feature_settings(sample_rate: int = 16000, clip_seconds: float = 3.0, n_mels: int = 96,
-                     n_fft: int = 512, hop_length: int = 256,
-                     fmax: float | None = None) -> FeatureSettings:
-    """Log-mel settings for clips of ``clip_seconds``: ``n_frames`` is the number of whole STFT
-    hops in a clip (187 for musicnn's 3 s at 16 kHz; the defaults give
-    :data:`tagger.features.MUSICNN_FEATURES`)."""
-    n_frames = int(round(clip_seconds * sample_rate)) // hop_length
-    fmax = min(8000.0, sample_rate / 2) if fmax is None else fmax
-    return FeatureSettings(n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, fmin=0.0,
-                           fmax=float(fmax), n_frames=n_frames)
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything a run depends on (saved as ``config.json``).
-
-    ``hop_seconds`` is the distance between *training* clips (default: half a clip, so
-    overlapping clips augment the data); validation and test clips never overlap, as in the
-    tagger. ``threshold`` is the genre decision threshold unless ``tune_threshold`` picks one
-    on the validation split. ``evaluate_test=False`` leaves the test split untouched, for
-    comparing settings on the validation split (``genreml evaluate`` the chosen run at the end).
-    ``embedding`` names the backbone outputs concatenated into the
-    head's input. ``filters``/``blocks``: first block's filters (doubling per block) and block
-    count of the ``cnn``.
-    """
-
-    dataset: str
-    data_path: str
-    task: str = "genre"
-    backbone: str = "cnn"
-    backbone_onnx: str | None = None
-    musicnn_model: str = "MSD_musicnn"
-    embedding: tuple[str, ...] = ("penultimate",)
-    out: str | None = None
-    name: str | None = None
-    version: str = "1.0.0"
-    epochs: int = 60
-    batch_size: int = 32
-    learning_rate: float | None = None
-    patience: int = 8
-    seed: int = 0
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    sample_rate: int = 16000
-    clip_seconds: float = 3.0
-    hop_seconds: float | None = None
-    features: FeatureSettings = MUSICNN_FEATURES
-    filters: int = 8
-    blocks: int = 5
-    dropout: float | None = None
-    hidden: tuple[int, ...] = (256,)
-    min_count: int = 1
-    label_mode: str = "dominant"
-    tune_threshold: bool = False
-    threshold: float = 0.2
-    class_weights: bool = True
-    cache_dir: str | None = None
-    evaluate_test: bool = True
-    verbose: int | str = "auto"
-
-    def __post_init__(self) -> None:
-        for key, value in BACKBONE_DEFAULTS.get(self.backbone, {}).items():
-            if getattr(self, key) is None:
-                setattr(self, key, value)
-
-    def check(self) -> None:
-        """Raise :class:`TrainError` for settings that cannot work."""
-        if self.task not in ("genre", "emotion"):
-            raise TrainError(f"--task must be genre or emotion, not {self.task!r}")
-        if self.backbone not in BACKBONES:
-            raise TrainError(f"--backbone must be one of {BACKBONES}, not {self.backbone!r}")
-        unknown = [e for e in self.embedding if e not in EMBEDDINGS]
-        if unknown or not self.embedding:
-            raise TrainError(f"--embedding takes {', '.join(EMBEDDINGS)}; got {unknown}")
-        if not 0.0 < self.threshold < 1.0:
-            raise TrainError("--threshold must be between 0 and 1")
-        if not 0.0 <= self.dropout < 1.0 or self.learning_rate <= 0:
-            raise TrainError("--dropout must be in [0, 1) and --lr positive")
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
-            raise TrainError("--epochs, --batch-size and --patience must be positive")
-        if self.clip_seconds <= 0 or (self.hop_seconds is not None and self.hop_seconds <= 0):
-            raise TrainError("--clip-seconds and --hop-seconds must be positive")
-        if self.features.fmax > self.sample_rate / 2:
-            raise TrainError(f"fmax {self.features.fmax} Hz is above Nyquist at "
-                             f"{self.sample_rate} Hz")
-
-    @property
-    def model_name(self) -> str:
-        return self.name or f"{self.dataset}-{self.task}-{self.backbone}"
-
-    def to_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["features"] = dataclasses.asdict(self.features)
-        return out
 
 
 # --------------------------------------------------------------------------- inputs
@@ -389,7 +286,7 @@ def train(config: TrainConfig) -> Path:
                "best_epoch": int(np.argmin(history["val_loss"])) + 1}
     _write_json(run_dir / "metrics.json", metrics)
     _write_json(run_dir / "history.json", history)
-    _write_card(run_dir, config, dataset, splits, metrics, model, backbone, model_path)
+    write_card(run_dir, config, dataset, splits, metrics, model, backbone, model_path)
     return run_dir
 
 
@@ -412,80 +309,3 @@ def _validate(model: "keras.Model", config: TrainConfig, dataset: Dataset,
 
 def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=1, ensure_ascii=False))
-
-
-def _headline(metrics: dict) -> str:
-    parts = []
-    if "accuracy" in metrics:
-        parts.append(f"accuracy {metrics['accuracy']:.3f} (balanced "
-                     f"{metrics['balanced_accuracy']:.3f})")
-    if "micro_f1" in metrics:
-        auc = metrics["macro_roc_auc"]
-        parts.append(f"micro F1 {metrics['micro_f1']:.3f}, macro F1 "
-                     f"{metrics['macro_f1'] or 0:.3f} at threshold {metrics['threshold']:.2f}, "
-                     f"macro ROC-AUC {'n/a' if auc is None else f'{auc:.3f}'}")
-    return "; ".join(parts)
-
-
-def _write_card(run_dir: Path, config: TrainConfig, dataset: Dataset, splits: Splits,
-                metrics: dict, model: "keras.Model", backbone: OnnxBackbone | None,
-                model_path: Path) -> None:
-    """A short ``MODEL_CARD.md``."""
-    counts = dataset.label_counts()
-    groups = "artist" if any(e.group.startswith("artist:") for e in dataset.examples) else "track"
-    if backbone is None:
-        arch = (f"log-mel CNN from scratch: {config.blocks} x (Conv2D 5x5, BatchNorm, ReLU, "
-                f"MaxPool), filters {list(filters_for(config.filters, config.blocks))}, global "
-                f"average pooling, dropout {config.dropout}, dense output")
-    else:
-        arch = (f"frozen backbone `{backbone.path.name}` (sha256 {backbone.sha256[:12]}), "
-                f"embedding {'+'.join(backbone.outputs)} ({backbone.dim} values), dense head "
-                f"{list(config.hidden)}")
-    activation = "one sigmoid per label" if (config.task == "genre" or dataset.multi_label) \
-        else "softmax"
-    threshold = metrics["threshold"]
-    decision = ("argmax" if threshold is None
-                else f"threshold {threshold:g} ({metrics['threshold_source']})")
-    hop = config.hop_seconds or config.clip_seconds / 2
-    lines = [
-        f"# {config.model_name} {config.version}",
-        "",
-        f"`{model_path.name}`: a genreml {config.task} model ({activation}), "
-        f"{len(dataset.labels)} labels.",
-        "",
-        "## Data",
-        f"- {dataset.name}: {len(dataset)} tracks, "
-        f"{'multi' if dataset.multi_label else 'single'}-label.",
-        f"- Labels (tracks): {', '.join(f'{k} ({v})' for k, v in counts.items())}.",
-        f"- Split by {groups} (none on two sides), seed {config.seed}: {len(splits.train)} "
-        f"train, {len(splits.validation)} validation, {len(splits.test)} test tracks "
-        "(`splits.json`).",
-        "",
-        "## Model and training",
-        f"- {arch}; {model.count_params():,} Keras parameters.",
-        f"- Input: {config.sample_rate} Hz, {config.clip_seconds:g} s clips, log-mel "
-        f"{config.features.n_frames} x {config.features.n_mels}; training clips every "
-        f"{hop:g} s, evaluation clips without overlap.",
-        f"- Adam lr {config.learning_rate:g}, batch {config.batch_size}; early stopping and "
-        f"LR halving on the validation loss: {metrics['epochs_run']} epochs run, best epoch "
-        f"{metrics['best_epoch']}. Class weights: "
-        f"{'balanced' if config.class_weights else 'none'}.",
-        f"- Decision: {decision}.",
-        "",
-        "## Results (track level, clip probabilities averaged as the tagger does)",
-        (f"- Test, {metrics['test']['tracks']} tracks, exported ONNX through "
-         f"`tagger.predict.Analyzer`: {_headline(metrics['test'])}." if metrics["test"] else
-         "- Test: not evaluated yet (`genreml evaluate RUN_DIR`)."),
-        f"- Validation: {_headline(metrics['validation'])}.",
-        f"- ONNX vs Keras max abs difference: {metrics['export_parity_max_abs_diff']:.1e}.",
-        "",
-        "## Limits",
-        f"- Small data: {len(splits.test)} test tracks, so figures move by several points with "
-        "the seed. Music unlike the training set (other eras, production, cultures) may be "
-        "tagged poorly.",
-    ]
-    if groups == "track":
-        lines.append("- Split by track only (no artist information): artist and recording "
-                     "effects can inflate the test figures.")
-    text = "\n".join(lines) + "\n"
-    (run_dir / "MODEL_CARD.md").write_text(text)

@@ -25,16 +25,17 @@ mode, xattrs and ACLs, or else an in-place write after a verified backup; never 
 changed or is open for writing) is described in :mod:`.writer`; what is left behind by a
 killed writer and how :func:`cleanup_stale_temp` deals with it, in :mod:`.tempfiles`.
 
-Modules: :mod:`.plan` (policy, pure), :mod:`.container` (open, verify), :mod:`.id3`,
-:mod:`.vorbis`, :mod:`.mp4` (the containers), :mod:`.writer` (read and write),
-:mod:`.inplace` (the in-place fallback), :mod:`.fsmeta` (owner, mode, xattrs),
+Modules: :mod:`.plan` (policy, pure), :mod:`.contract` (what a container module offers),
+:mod:`.container` (open, verify), :mod:`.id3`, :mod:`.vorbis`, :mod:`.mp4` (the containers),
+:mod:`.common` (what they share), :mod:`.iff` (truncated WAV/AIFF), :mod:`.writer` (read and
+write), :mod:`.inplace` (the in-place fallback), :mod:`.fsmeta` (owner, mode, xattrs),
 :mod:`.guards` (changed or busy file), :mod:`.tempfiles` (our hidden files), :mod:`.errors`.
 """
 
 from __future__ import annotations
 
 from .errors import FileBusy, FileChanged, TagError
-from .id3 import V23_SEP
+from .contract import V23_SEP
 from .plan import MODES, FieldPlan, FileTags, Policy, TagPlan, plan_tags
 from .tempfiles import BACKUP_GLOB, TEMP_GLOB, cleanup_stale_temp, is_temp_file
 from .writer import read_tags, write_tags

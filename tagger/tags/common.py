@@ -1,10 +1,22 @@
-"""What several container modules share."""
+"""What the container modules share: opening a file with a tag block, the raw ID3v1 block
+any file may end with, and the half of the :class:`.contract.Container` contract that is the
+same for every container (:class:`TagBlock`)."""
 
 from __future__ import annotations
 
-from mutagen import FileType
+import abc
+import os
+from typing import TYPE_CHECKING
 
-__all__ = ["load_with_tags"]
+from mutagen import FileType
+from mutagen.id3._id3v1 import find_id3v1  # where mutagen's own save looks for the v1 block
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from .contract import Options
+
+__all__ = ["TagBlock", "load_with_tags", "v1_block"]
 
 
 def load_with_tags(path: str, kind: type[FileType]) -> FileType:
@@ -14,3 +26,53 @@ def load_with_tags(path: str, kind: type[FileType]) -> FileType:
     if f.tags is None:
         f.add_tags()
     return f
+
+
+def v1_block(path: str) -> bytes:
+    """The raw ID3v1 block at the end of ``path`` (``b""`` if there is none)."""
+    with open(path, "rb") as f:
+        tag, offset = find_id3v1(f)
+        if tag is None or not offset:
+            return b""
+        f.seek(offset, os.SEEK_END)
+        return f.read()
+
+
+class TagBlock(abc.ABC):
+    """An open file with what every container does alike: genres stored as predicted, the
+    stream and ID3v1 part of :meth:`others`, mutagen's own save.
+
+    A container module subclasses it with ``read``, ``set_genres``, ``set_mood`` and
+    :meth:`tag_others` (the dump of its own tags that are not ours); :meth:`open` is its
+    ``load`` unless it has options of its own.
+    """
+
+    def __init__(self, file: FileType) -> None:
+        self.file = file
+
+    @classmethod
+    def open(cls, path: str, kind: type[FileType], options: Options) -> Self:
+        """Open ``path``, a file of class ``kind``, with its (possibly empty) tag block: a
+        container module's ``load`` where no option concerns it (they are ID3's)."""
+        return cls(load_with_tags(path, kind))
+
+    def normalize(self, genres: list[str]) -> list[str]:
+        """Predicted genres as this container stores them: as they are."""
+        return list(genres)
+
+    @abc.abstractmethod
+    def tag_others(self) -> list[str]:
+        """A normalized dump of every tag that is not ours (a subclass's part of others)."""
+
+    def others(self) -> list[str]:
+        """Everything verification compares: the stream, every tag that is not ours and the
+        raw ID3v1 block some taggers append to any file."""
+        info = self.file.info
+        stream = repr((type(info).__name__, getattr(info, "sample_rate", None),
+                       getattr(info, "channels", None), round(info.length, 3)))
+        v1 = repr(("ID3v1", v1_block(self.file.filename)))
+        return [stream, v1, *self.tag_others()]
+
+    def save(self) -> None:
+        """Write the tag block into the file."""
+        self.file.save()

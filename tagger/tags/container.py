@@ -1,71 +1,47 @@
-"""An audio file's tag block, bound to the module that knows its container, and the checks
+"""An audio file's tag block, opened by the module that knows its container, and the checks
 around it: open, plan as stored, verify a written file.
 
-The container modules (:mod:`.id3`, :mod:`.vorbis`, :mod:`.mp4`) each offer ``load``,
-``read``, ``set_genres``, ``set_mood``, ``others`` and ``save``; :class:`Tagged` binds one
-open file to its module and the options it is written with.
+The container modules (:mod:`.id3`, :mod:`.vorbis`, :mod:`.mp4`) each keep the contract of
+:mod:`.contract`: ``load(path, kind, options)`` returns a :class:`.contract.Container`, so
+the module is chosen by the file's kind alone and used the same way whichever it is.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import stat
-from typing import Any
 
 import mutagen
 from mutagen import FileType
 
 from . import id3, iff, mp4, vorbis
+from .contract import Container, ContainerModule, Options
 from .errors import TagError, errors
-from .plan import FieldPlan, FileTags, TagPlan
+from .plan import FieldPlan, TagPlan
 
-__all__ = ["Tagged", "apply", "open_tagged", "stat_regular", "verify"]
+__all__ = ["apply", "open_tagged", "stat_regular", "verify"]
 
 log = logging.getLogger(__name__)
 
-_MODULES = {kind: module for module in (id3, vorbis, mp4) for kind in module.KINDS}
+_MODULES: dict[type[FileType], ContainerModule] = {
+    kind: module for module in (id3, vorbis, mp4) for kind in module.KINDS}
 
 
-@dataclasses.dataclass
-class Tagged:
-    """An open file bound to its container module (and, for ID3, how its tag is written)."""
-
-    file: FileType
-    module: Any
-    options: dict[str, Any]
-
-    def read(self) -> FileTags:
-        return FileTags(*self.module.read(self.file, **self.options))
-
-    def normalize(self, genres: list[str]) -> list[str]:
-        """Predicted genres as this container stores them (an ID3v2.3 tag splits them)."""
-        normalize = getattr(self.module, "normalize", None)
-        return normalize(genres, **self.options) if normalize else list(genres)
-
-    def set_genres(self, genres: list[str]) -> None:
-        self.module.set_genres(self.file, genres, **self.options)
-
-    def set_mood(self, mood: str) -> None:
-        self.module.set_mood(self.file, mood, **self.options)
-
-    def others(self) -> list[str]:
-        """Everything verification compares: the stream, every tag that is not ours and the
-        raw ID3v1 block some taggers append to any file."""
-        info = self.file.info
-        stream = repr((type(info).__name__, getattr(info, "sample_rate", None),
-                       getattr(info, "channels", None), round(info.length, 3)))
-        v1 = repr(("ID3v1", id3.v1_block(self.file.filename)))
-        return [stream, v1, *self.module.others(self.file)]
-
-    def save(self) -> None:
-        self.module.save(self.file, **self.options)
-
-
-def open_tagged(path: str, id3_version: int | None = None,
-                v23_sep: str = id3.V23_SEP) -> Tagged:
+def open_tagged(path: str, options: Options = Options()) -> Container:
     """Open ``path`` with the module of its container.
+
+    Parameters
+    ----------
+    path : str
+        The audio file.
+    options : Options
+        How its tag is read and written (ID3's version and v2.3 separator).
+
+    Returns
+    -------
+    Container
+        The file's tag block.
 
     Raises
     ------
@@ -82,10 +58,7 @@ def open_tagged(path: str, id3_version: int | None = None,
         module = _MODULES.get(kind)
         if module is None:
             raise TagError(path, f"unsupported format ({kind.__name__})")
-        if module is id3:
-            f, target = id3.load(path, kind, id3_version, v23_sep)
-            return Tagged(f, module, {"target": target})
-        return Tagged(module.load(path, kind), module, {})
+        return module.load(path, kind, options)
 
 
 def stat_regular(path: str) -> os.stat_result:
@@ -106,7 +79,7 @@ def stat_regular(path: str) -> os.stat_result:
     return st
 
 
-def apply(tagged: Tagged, plan: TagPlan) -> TagPlan:
+def apply(tagged: Container, plan: TagPlan) -> TagPlan:
     """Set the planned fields on ``tagged``; return the plan as the container stores it."""
     if plan.genre.changed:
         tagged.set_genres(plan.genre.new)
@@ -122,7 +95,7 @@ def apply(tagged: Tagged, plan: TagPlan) -> TagPlan:
 
 
 def verify(path: str, written: str, plan: TagPlan, others: list[str],
-           id3_version: int | None, v23_sep: str) -> None:
+           options: Options) -> None:
     """Re-read ``written``: our fields exactly as planned, everything else as before.
 
     Parameters
@@ -131,9 +104,15 @@ def verify(path: str, written: str, plan: TagPlan, others: list[str],
         The file named in errors.
     written : str
         The file to check (the temporary copy, or ``path`` itself after an in-place write).
+    plan : TagPlan
+        What was written.
+    others : list of str
+        :meth:`.contract.Container.others` of the file before the write.
+    options : Options
+        How the file was written.
     """
     with errors(path, "verification failed: cannot re-read the written file"):
-        tagged = open_tagged(written, id3_version, v23_sep)
+        tagged = open_tagged(written, options)
         got, now = tagged.read(), tagged.others()
     if got != plan.after:
         raise TagError(path, f"verification failed: wrote {plan.after}, read back {got}")

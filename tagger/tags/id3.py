@@ -5,14 +5,15 @@ nor multi-value text, so in a v2.3 tag the mood goes to ``TXXX:MOOD`` (the field
 Mp3tag and MediaMonkey use there) and the genres are joined with :data:`V23_SEP` (``"; "``,
 Picard's recommendation and its ``v23_sep`` option) into one ``TCON`` string. Reading a v2.3
 tag splits ``TCON`` on the same separator, so ``"Pop/Rock"`` stays one genre; a predicted
-genre that itself holds the separator is split before planning (:func:`normalize`), so what
-is planned is what the file holds and a second run finds nothing to do.
+genre that itself holds the separator is split before planning
+(:meth:`ID3Container.normalize`), so what is planned is what the file holds and a second run
+finds nothing to do.
 
 ID3v1 is never touched: tags are loaded without merging the v1 block into v2 (mutagen's
 ``load_v1=False``), so no v2 frame is made from it, and as no mutagen save option keeps the
-v1 bytes as they are (it removes, rewrites or creates them), :func:`save` puts the file's
-original v1 block back after the save. A v1 genre still counts as the file's genre where the
-v2 tag has none (:func:`read`), as players show it.
+v1 bytes as they are (it removes, rewrites or creates them), :meth:`ID3Container.save` puts
+the file's original v1 block back after the save. A v1 genre still counts as the file's genre
+where the v2 tag has none (:meth:`ID3Container.read`), as players show it.
 
 Tags are loaded *untranslated*: mutagen's default load upgrades every frame to v2.4
 (``TYER`` -> ``TDRC``, ``"(17)"`` -> ``"Rock"``, ...), which would rewrite frames nobody asked
@@ -32,11 +33,13 @@ from mutagen.id3._id3v1 import find_id3v1  # where mutagen's own save looks for 
 from mutagen.mp3 import MP3
 from mutagen.wave import WAVE
 
-__all__ = ["KINDS", "V23_SEP", "Target", "load", "normalize", "read", "set_genres", "set_mood",
-           "others", "save", "v1_block"]
+from .common import TagBlock, v1_block
+from .contract import V23_SEP, Options
+from .plan import FileTags
+
+__all__ = ["KINDS", "V23_SEP", "ID3Container", "Target", "load"]
 
 KINDS: tuple[type[FileType], ...] = (MP3, WAVE, AIFF)
-V23_SEP = "; "
 MOOD_DESC = "MOOD"
 
 
@@ -59,16 +62,6 @@ class Target:
     v1_genres: tuple[str, ...] = ()
 
 
-def v1_block(path: str) -> bytes:
-    """The raw ID3v1 block at the end of ``path`` (``b""`` if there is none)."""
-    with open(path, "rb") as f:
-        tag, offset = find_id3v1(f)
-        if tag is None or not offset:
-            return b""
-        f.seek(offset, os.SEEK_END)
-        return f.read()
-
-
 def _v1_genres(path: str) -> tuple[str, ...]:
     with open(path, "rb") as f:
         tag, _ = find_id3v1(f)
@@ -76,9 +69,8 @@ def _v1_genres(path: str) -> tuple[str, ...]:
     return tuple(g for g in frame.genres if g) if frame is not None else ()
 
 
-def load(path: str, kind: type[FileType], version: int | None = None,
-         sep: str = V23_SEP) -> tuple[FileType, Target]:
-    """Open ``path`` and return it with how its tag will be written.
+def load(path: str, kind: type[FileType], options: Options) -> ID3Container:
+    """Open ``path`` with how its tag will be written.
 
     Parameters
     ----------
@@ -86,28 +78,27 @@ def load(path: str, kind: type[FileType], version: int | None = None,
         The audio file.
     kind : type
         Its mutagen class (``MP3``, ``WAVE`` or ``AIFF``).
-    version : {None, 3, 4}
-        ``None`` keeps the file's own version (v2.3 stays v2.3); v2.2 and new tags (an
-        ID3v1-only file gets one) become v2.4, the versions mutagen can write. ``3`` or ``4``
-        converts.
-    sep : str
-        The v2.3 genre separator.
+    options : Options
+        ``id3_version``: ``None`` keeps the file's own version (v2.3 stays v2.3); v2.2 and new
+        tags (an ID3v1-only file gets one) become v2.4, the versions mutagen can write. ``3``
+        or ``4`` converts. ``v23_sep``: the v2.3 genre separator.
 
     Returns
     -------
-    (FileType, Target)
+    ID3Container
         The file, with a (possibly empty) ID3v2 tag, and how it will be written.
     """
+    version, sep = options.id3_version, options.v23_sep
     f = kind(path, translate=False, load_v1=False)
     v1 = _v1_genres(path) if kind is MP3 else ()
     if f.tags is None:
         f.add_tags()
-        return f, Target(version or 4, sep, v1)
+        return ID3Container(f, Target(version or 4, sep, v1))
     have = f.tags.version[1] if f.tags.version[0] == 2 else 1
     target = version or (have if have in (3, 4) else 4)
     if have != target:
         _convert(f.tags, have, target, sep)
-    return f, Target(target, sep, v1)
+    return ID3Container(f, Target(target, sep, v1))
 
 
 def _convert(tags: ID3Tags, have: int, target: int, sep: str) -> None:
@@ -137,19 +128,6 @@ def _v23_encodings(tags: ID3Tags) -> None:
             frame.encoding = Encoding.UTF16
         if hasattr(frame, "sub_frames"):  # CHAP, CTOC
             _v23_encodings(frame.sub_frames)
-
-
-def read(f: FileType, target: Target) -> tuple[list[str], str | None]:
-    """The genres and the mood stored in ``f``'s tag (the v1 genre where v2 has none)."""
-    genres = _read_genres(f.tags, target.version, target.sep) or list(target.v1_genres)
-    return genres, _read_mood(f.tags)
-
-
-def normalize(genres: list[str], target: Target) -> list[str]:
-    """Predicted genres as this tag can hold them: a v2.3 tag splits them on its separator."""
-    if target.version != 3:
-        return list(genres)
-    return [part for genre in genres for part in genre.split(target.sep)]
 
 
 def _read_genres(tags: ID3Tags, version: int, sep: str) -> list[str]:
@@ -183,19 +161,9 @@ def _encoding(version: int) -> Encoding:
     return Encoding.UTF16 if version == 3 else Encoding.UTF8
 
 
-def set_genres(f: FileType, genres: list[str], target: Target) -> None:
-    """Replace the genres of ``f`` (in memory)."""
-    _put_genres(f.tags, genres, target.version, target.sep)
-
-
 def _put_genres(tags: ID3Tags, genres: list[str], version: int, sep: str) -> None:
     text = [sep.join(genres)] if version == 3 else list(genres)
     tags.setall("TCON", [TCON(encoding=_encoding(version), text=text)])
-
-
-def set_mood(f: FileType, mood: str, target: Target) -> None:
-    """Replace the mood of ``f`` (in memory)."""
-    _put_mood(f.tags, mood, target.version)
 
 
 def _put_mood(tags: ID3Tags, mood: str, version: int) -> None:
@@ -209,26 +177,55 @@ def _put_mood(tags: ID3Tags, mood: str, version: int) -> None:
         tags.add(TMOO(encoding=_encoding(version), text=[mood]))
 
 
-def others(f: FileType) -> list[str]:
-    """A normalized dump of every frame that is not ours (pictures' bytes included)."""
-    tags = f.tags
-    dump = [repr(tags[key]) for key in sorted(tags.keys()) if not _is_ours(tags[key])]
-    return dump + [repr(raw) for raw in tags.unknown_frames]
+class ID3Container(TagBlock):
+    """An mp3, WAV or AIFF file's ID3v2 tag and how it is written (see
+    :class:`.contract.Container`)."""
 
+    def __init__(self, file: FileType, target: Target) -> None:
+        super().__init__(file)
+        self.target = target
 
-def save(f: FileType, target: Target) -> None:
-    """Write the tag into ``f``'s file as ID3v2.``target.version``; the v1 block stays.
+    def read(self) -> FileTags:
+        """The genres and the mood stored in the tag (the v1 genre where v2 has none)."""
+        tags, target = self.file.tags, self.target
+        genres = _read_genres(tags, target.version, target.sep) or list(target.v1_genres)
+        return FileTags(genres, _read_mood(tags))
 
-    ``v23_sep=None``: our ``TCON`` is joined already, and every other frame is written with
-    the values it was read with, so a v2.3 file's untouched frames stay as they were.
-    """
-    v1 = v1_block(f.filename)
-    if isinstance(f, MP3):  # WAVE ignores v1 and AIFF's save has no such option
-        # REMOVE, then the original bytes go back: UPDATE would rewrite them from v2.
-        f.save(v2_version=target.version, v23_sep=None, v1=ID3v1SaveOptions.REMOVE)
-    else:
-        f.save(v2_version=target.version, v23_sep=None)
-    if v1 and v1_block(f.filename) != v1:
-        with open(f.filename, "r+b") as out:
-            out.seek(0, os.SEEK_END)
-            out.write(v1)
+    def normalize(self, genres: list[str]) -> list[str]:
+        """Predicted genres as this tag can hold them: a v2.3 tag splits them on its
+        separator."""
+        if self.target.version != 3:
+            return list(genres)
+        return [part for genre in genres for part in genre.split(self.target.sep)]
+
+    def set_genres(self, genres: list[str]) -> None:
+        """Replace the genres (in memory)."""
+        _put_genres(self.file.tags, genres, self.target.version, self.target.sep)
+
+    def set_mood(self, mood: str) -> None:
+        """Replace the mood (in memory)."""
+        _put_mood(self.file.tags, mood, self.target.version)
+
+    def tag_others(self) -> list[str]:
+        """A normalized dump of every frame that is not ours (pictures' bytes included)."""
+        tags = self.file.tags
+        dump = [repr(tags[key]) for key in sorted(tags.keys()) if not _is_ours(tags[key])]
+        return dump + [repr(raw) for raw in tags.unknown_frames]
+
+    def save(self) -> None:
+        """Write the tag into the file as ID3v2.``target.version``; the v1 block stays.
+
+        ``v23_sep=None``: our ``TCON`` is joined already, and every other frame is written
+        with the values it was read with, so a v2.3 file's untouched frames stay as they were.
+        """
+        f, version = self.file, self.target.version
+        v1 = v1_block(f.filename)
+        if isinstance(f, MP3):  # WAVE ignores v1 and AIFF's save has no such option
+            # REMOVE, then the original bytes go back: UPDATE would rewrite them from v2.
+            f.save(v2_version=version, v23_sep=None, v1=ID3v1SaveOptions.REMOVE)
+        else:
+            f.save(v2_version=version, v23_sep=None)
+        if v1 and v1_block(f.filename) != v1:
+            with open(f.filename, "r+b") as out:
+                out.seek(0, os.SEEK_END)
+                out.write(v1)

@@ -19,6 +19,7 @@ import logging
 import os
 
 from .container import apply, open_tagged, verify
+from .contract import Options
 from .errors import TagError, errors
 from .guards import check_identity, check_not_busy, fsync
 from .plan import TagPlan
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def write_in_place(path: str, refs: list[os.stat_result], plan: TagPlan, others: list[str],
-                   id3_version: int | None, v23_sep: str) -> None:
+                   options: Options) -> None:
     """Tag ``path`` itself, with a verified backup to fall back on.
 
     Parameters
@@ -39,7 +40,7 @@ def write_in_place(path: str, refs: list[os.stat_result], plan: TagPlan, others:
         The original (a real path, not a link).
     refs : list of os.stat_result
         Identities the file must still have right before it is written.
-    plan, others, id3_version, v23_sep
+    plan, others, options
         What to write, and what verification compares (see :func:`.container.verify`).
 
     Raises
@@ -59,11 +60,11 @@ def write_in_place(path: str, refs: list[os.stat_result], plan: TagPlan, others:
         raise
     try:
         with errors(path, "cannot write tags in place"):
-            tagged = open_tagged(path, id3_version, v23_sep)
+            tagged = open_tagged(path, options)
             apply(tagged, plan)
             tagged.save()
             fsync(path)
-        verify(path, path, plan, others, id3_version, v23_sep)
+        verify(path, path, plan, others, options)
     except BaseException as failure:
         _undo(path, backup, failure)
         raise

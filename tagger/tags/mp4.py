@@ -10,39 +10,40 @@ from __future__ import annotations
 from mutagen import FileType
 from mutagen.mp4 import MP4, AtomDataType, MP4FreeForm
 
-from .common import load_with_tags as load
+from .common import TagBlock
+from .plan import FileTags
 
-__all__ = ["KINDS", "load", "read", "set_genres", "set_mood", "others", "save"]
+__all__ = ["KINDS", "MP4Container", "load"]
 
 KINDS: tuple[type[FileType], ...] = (MP4,)
 GENRE = "\xa9gen"
 MOOD = "----:com.apple.iTunes:MOOD"
 
 
-def read(f: FileType) -> tuple[list[str], str | None]:
-    """The genres and the mood stored in ``f``'s ``ilst``."""
-    genres = [v for v in f.tags.get(GENRE, []) if v]
-    # Freeform atoms are bytes; other taggers may have written non-UTF-8 text, which still
-    # counts as "a mood is there".
-    moods = (bytes(v).decode("utf-8", "replace") for v in f.tags.get(MOOD, []))
-    return genres, next((v for v in moods if v), None)
+class MP4Container(TagBlock):
+    """An m4a file's ``ilst`` (see :class:`.contract.Container`)."""
+
+    def read(self) -> FileTags:
+        """The genres and the mood stored in the file's ``ilst``."""
+        tags = self.file.tags
+        genres = [v for v in tags.get(GENRE, []) if v]
+        # Freeform atoms are bytes; other taggers may have written non-UTF-8 text, which still
+        # counts as "a mood is there".
+        moods = (bytes(v).decode("utf-8", "replace") for v in tags.get(MOOD, []))
+        return FileTags(genres, next((v for v in moods if v), None))
+
+    def set_genres(self, genres: list[str]) -> None:
+        """Replace the genres (in memory)."""
+        self.file.tags[GENRE] = list(genres)
+
+    def set_mood(self, mood: str) -> None:
+        """Replace the mood (in memory)."""
+        self.file.tags[MOOD] = [MP4FreeForm(mood.encode("utf-8"), dataformat=AtomDataType.UTF8)]
+
+    def tag_others(self) -> list[str]:
+        """A normalized dump of every atom in ``ilst`` that is not ours (cover bytes included)."""
+        tags = self.file.tags
+        return [f"{key}={tags[key]!r}" for key in sorted(tags.keys()) if key not in (GENRE, MOOD)]
 
 
-def set_genres(f: FileType, genres: list[str]) -> None:
-    """Replace the genres of ``f`` (in memory)."""
-    f.tags[GENRE] = list(genres)
-
-
-def set_mood(f: FileType, mood: str) -> None:
-    """Replace the mood of ``f`` (in memory)."""
-    f.tags[MOOD] = [MP4FreeForm(mood.encode("utf-8"), dataformat=AtomDataType.UTF8)]
-
-
-def others(f: FileType) -> list[str]:
-    """A normalized dump of every atom in ``ilst`` that is not ours (cover bytes included)."""
-    return [f"{key}={f.tags[key]!r}" for key in sorted(f.tags.keys()) if key not in (GENRE, MOOD)]
-
-
-def save(f: FileType) -> None:
-    """Write the ``ilst`` into ``f``'s file."""
-    f.save()
+load = MP4Container.open

@@ -13,9 +13,10 @@ from mutagen.flac import FLAC, Padding, VCFLACDict
 from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 
-from .common import load_with_tags as load
+from .common import TagBlock
+from .plan import FileTags
 
-__all__ = ["KINDS", "load", "read", "set_genres", "set_mood", "others", "save"]
+__all__ = ["KINDS", "VorbisContainer", "load"]
 
 KINDS: tuple[type[FileType], ...] = (FLAC, OggVorbis, OggOpus)
 GENRE = "GENRE"
@@ -26,35 +27,35 @@ MOOD = "MOOD"
 _REWRITTEN_BLOCKS = (VCFLACDict.code, Padding.code)
 
 
-def read(f: FileType) -> tuple[list[str], str | None]:
-    """The genres and the mood stored in ``f``'s comment."""
-    genres = [v for v in f.tags.get(GENRE, []) if v]
-    mood = next((v for v in f.tags.get(MOOD, []) if v), None)
-    return genres, mood
+class VorbisContainer(TagBlock):
+    """A FLAC, Ogg Vorbis or Ogg Opus file's comment (see :class:`.contract.Container`)."""
+
+    def read(self) -> FileTags:
+        """The genres and the mood stored in the file's comment."""
+        tags = self.file.tags
+        genres = [v for v in tags.get(GENRE, []) if v]
+        mood = next((v for v in tags.get(MOOD, []) if v), None)
+        return FileTags(genres, mood)
+
+    def set_genres(self, genres: list[str]) -> None:
+        """Replace the genres (in memory), one ``GENRE`` field each."""
+        self.file.tags[GENRE] = list(genres)
+
+    def set_mood(self, mood: str) -> None:
+        """Replace the mood (in memory)."""
+        self.file.tags[MOOD] = [mood]
+
+    def tag_others(self) -> list[str]:
+        """A normalized dump of every comment that is not ours, the vendor string and (FLAC)
+        every other metadata block's bytes."""
+        f = self.file
+        ours = (GENRE, MOOD)
+        dump = [repr(("vendor", f.tags.vendor))]
+        dump += [repr((key, value)) for key, value in f.tags if key.upper() not in ours]
+        for block in getattr(f, "metadata_blocks", ()):
+            if block.code not in _REWRITTEN_BLOCKS:
+                dump.append(repr((type(block).__name__, block.write())))
+        return dump
 
 
-def set_genres(f: FileType, genres: list[str]) -> None:
-    """Replace the genres of ``f`` (in memory), one ``GENRE`` field each."""
-    f.tags[GENRE] = list(genres)
-
-
-def set_mood(f: FileType, mood: str) -> None:
-    """Replace the mood of ``f`` (in memory)."""
-    f.tags[MOOD] = [mood]
-
-
-def others(f: FileType) -> list[str]:
-    """A normalized dump of every comment that is not ours, the vendor string and (FLAC)
-    every other metadata block's bytes."""
-    ours = (GENRE, MOOD)
-    dump = [repr(("vendor", f.tags.vendor))]
-    dump += [repr((key, value)) for key, value in f.tags if key.upper() not in ours]
-    for block in getattr(f, "metadata_blocks", ()):
-        if block.code not in _REWRITTEN_BLOCKS:
-            dump.append(repr((type(block).__name__, block.write())))
-    return dump
-
-
-def save(f: FileType) -> None:
-    """Write the comment into ``f``'s file."""
-    f.save()
+load = VorbisContainer.open

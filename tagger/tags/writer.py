@@ -25,10 +25,10 @@ import os
 from collections.abc import Iterable
 
 from .container import apply, open_tagged, stat_regular, verify
+from .contract import V23_SEP, Options
 from .errors import FileChanged, TagError, errors
 from .fsmeta import carry_over, xattrs
 from .guards import check_identity, check_not_busy, fsync, identity
-from .id3 import V23_SEP
 from .inplace import write_in_place
 from .plan import FileTags, Policy, TagPlan, plan_tags
 from .tempfiles import LockedFile
@@ -55,7 +55,7 @@ def read_tags(path: str | os.PathLike[str], *, v23_sep: str = V23_SEP) -> FileTa
     """
     real = os.path.realpath(path)
     stat_regular(real)
-    return open_tagged(real, v23_sep=v23_sep).read()
+    return open_tagged(real, Options(v23_sep=v23_sep)).read()
 
 
 def write_tags(
@@ -123,7 +123,8 @@ def write_tags(
     refs = [before] if expected is None else [expected, before]
     if expected is not None and identity(before) != identity(expected):
         raise FileChanged(real, "file changed since it was analysed; not written")
-    tagged = open_tagged(real, id3_version, v23_sep)
+    options = Options(id3_version, v23_sep)
+    tagged = open_tagged(real, options)
     plan = plan_tags(tagged.read(), tagged.normalize(list(genres or [])), mood, policy)
     others = tagged.others() if plan.changed else []
     if plan.changed:
@@ -132,7 +133,7 @@ def write_tags(
         log.debug("%s%s: %s", real, " (dry run)" if dry_run else "", "; ".join(plan.describe()))
         return plan
     _check_writable(real, before)
-    _replace(real, before, refs, plan, others, id3_version, v23_sep, safe_only)
+    _replace(real, before, refs, plan, others, options, safe_only)
     log.info("tagged %s: %s", real, "; ".join(f.describe() for f in plan.fields if f.changed))
     return plan
 
@@ -152,16 +153,16 @@ def _check_writable(path: str, st: os.stat_result) -> None:
 
 
 def _replace(path: str, before: os.stat_result, refs: list[os.stat_result], plan: TagPlan,
-             others: list[str], id3_version: int | None, v23_sep: str, safe_only: bool) -> None:
+             others: list[str], options: Options, safe_only: bool) -> None:
     """Tag a copy and rename it over ``path``, or fall back to writing in place."""
     copy = LockedFile(path, expect=before)
     try:
         with errors(path, "cannot write tags"):
-            tagged = open_tagged(copy.path, id3_version, v23_sep)
+            tagged = open_tagged(copy.path, options)
             apply(tagged, plan)
             tagged.save()
             fsync(copy.path)
-        verify(path, copy.path, plan, others, id3_version, v23_sep)
+        verify(path, copy.path, plan, others, options)
         with errors(path, "cannot keep the file's owner and attributes"):
             missing = carry_over(before, xattrs(path), copy.path)
         if not missing:
@@ -177,7 +178,7 @@ def _replace(path: str, before: os.stat_result, refs: list[os.stat_result], plan
         raise
     if missing:
         copy.discard()
-        _in_place(path, refs, plan, others, id3_version, v23_sep, safe_only, missing)
+        _in_place(path, refs, plan, others, options, safe_only, missing)
         return
     copy.close()
     if before.st_nlink > 1:
@@ -189,12 +190,11 @@ def _replace(path: str, before: os.stat_result, refs: list[os.stat_result], plan
 
 
 def _in_place(path: str, refs: list[os.stat_result], plan: TagPlan, others: list[str],
-              id3_version: int | None, v23_sep: str, safe_only: bool,
-              missing: list[str]) -> None:
+              options: Options, safe_only: bool, missing: list[str]) -> None:
     what = ", ".join(missing)
     if safe_only:
         raise TagError(path, f"cannot keep {what} on a new copy (running as uid "
                              f"{os.geteuid()}); not written (without --safe-only genreml "
                              f"writes in place after a verified backup)")
     log.info("%s: a new copy cannot keep %s; writing in place after a backup", path, what)
-    write_in_place(path, refs, plan, others, id3_version, v23_sep)
+    write_in_place(path, refs, plan, others, options)

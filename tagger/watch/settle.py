@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .openfiles import OpenWriters, writers
+from ..openfiles import OpenWriters, writers
 
 log = logging.getLogger(__name__)
 

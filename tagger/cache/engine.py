@@ -1,25 +1,41 @@
-"""The cache's database file: how it is opened (read-write, or read-only), what a failure to
-use it means to the user, and whether the file on disk is still the one we opened.
+"""The cache's SQLite file: where it lives, how it is opened, and what a failure to use it
+means to the user.
 
-Every SQLite or SQLAlchemy error about the file itself becomes a :class:`CacheError`: one
-line naming the file, what is wrong and what to do, for the front doors to print.
+The CLI, the beets plugin and the watch daemon may all open the same database at once, so every
+connection runs in WAL mode (readers never block the writer) with a generous ``busy_timeout``,
+and every write transaction starts with ``BEGIN IMMEDIATE``: it takes the write lock up front, so
+a writer waits in SQLite's busy handler instead of failing with "database is locked" when it
+upgrades a read lock half-way through a transaction. A pooled connection inherited through
+``fork()`` is never used by the child.
+
+A read-only opening never writes the file, and :func:`file_identity` tells whether the file on
+disk is still the one we opened. Every SQLite or SQLAlchemy error about the file itself becomes a
+:class:`CacheError`: one line naming the file, what is wrong and what to do, for the front doors
+to print. :func:`default_cache_path` is the one place that computes where the cache lives.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sqlite3
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import exc
+from sqlalchemy import Connection, Engine, create_engine, event, exc, pool
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CacheError", "FileIdentity", "connector", "file_identity", "translate_errors"]
+__all__ = ["BUSY_TIMEOUT_MS", "CacheError", "FileIdentity", "connector", "default_cache_path",
+           "file_identity", "translate_errors"]
+
+BUSY_TIMEOUT_MS = 30_000
+# Execution option that makes the "begin" listener emit BEGIN IMMEDIATE.
+_IMMEDIATE = "genreml_begin_immediate"
 
 FileIdentity = tuple[int, int]  # (st_dev, st_ino)
 
@@ -120,3 +136,55 @@ def file_identity(path: Path) -> FileIdentity | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
+
+
+def default_cache_path() -> Path:
+    """``$XDG_DATA_HOME/genreml/cache.db``, else ``~/.local/share/genreml/cache.db``.
+
+    A relative or empty ``XDG_DATA_HOME`` is ignored, as the XDG spec requires.
+    """
+    base = os.environ.get("XDG_DATA_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "share"
+    return root / "genreml" / "cache.db"
+
+
+def _on_connect(dbapi_conn: Any, record: Any, readonly: bool = False) -> None:
+    # SQLAlchemy emits BEGIN itself (_on_begin); the sqlite3 module's own transaction
+    # handling would otherwise skip BEGIN for SELECTs and could not do BEGIN IMMEDIATE.
+    dbapi_conn.isolation_level = None
+    record.info["pid"] = os.getpid()
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")  # first: the rest may wait
+        cursor.execute("PRAGMA foreign_keys = ON")
+        if readonly:  # setting the journal mode would write the file
+            return
+        cursor.execute("PRAGMA journal_mode = WAL")
+        # Safe in WAL mode (no corruption, at worst the last commits lost on power failure)
+        # and commits no longer fsync: storing 10,000 results stays fast.
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
+
+
+def _on_checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+    # A pooled connection inherited through fork() must not be used by the child.
+    if record.info.get("pid") != os.getpid():
+        record.dbapi_connection = proxy.dbapi_connection = None
+        raise exc.DisconnectionError("connection belongs to another process")
+
+
+def _on_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+    # Straight to the driver: a full SQLAlchemy execute here is ~10% of a per-file lookup.
+    conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _make_engine(path: Path, readonly: bool = False) -> Engine:
+    # The pool hands a connection to one thread at a time (check_same_thread=False).
+    engine = create_engine("sqlite://", creator=connector(path, readonly),
+                           poolclass=pool.QueuePool)
+    event.listen(engine, "connect", functools.partial(_on_connect, readonly=readonly))
+    event.listen(engine, "checkout", _on_checkout)
+    event.listen(engine, "begin", _on_begin)
+    return engine
