@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from .engine import (
@@ -30,6 +32,18 @@ logger = logging.getLogger(__name__)
 
 _D = TypeVar("_D", bound="Database")
 
+# Processes racing to create one new file: SQLite may refuse the switch to WAL (it needs the
+# file to itself) with "database is locked" without waiting in the busy handler. Opening is
+# tried again, a little later each time (0.05 s ... 1.6 s, about 3 s in all).
+OPEN_TRIES = 7
+
+
+def _busy(err: CacheError) -> bool:
+    """Whether ``err`` is SQLite saying "locked" or "busy" (worth another try)."""
+    cause = err.__cause__
+    return (isinstance(cause, (exc.OperationalError, sqlite3.OperationalError))
+            and any(word in str(cause).lower() for word in ("locked", "busy")))
+
 
 class Database:
     """The file and its transactions: the base of :class:`~tagger.cache.Cache`, which
@@ -45,6 +59,16 @@ class Database:
         self._open()
 
     def _open(self) -> None:
+        for attempt in range(OPEN_TRIES):
+            try:
+                return self._open_once()
+            except CacheError as err:
+                if attempt == OPEN_TRIES - 1 or not _busy(err):
+                    raise
+                logger.debug("%s busy on open (%s); trying again", self.path, err.__cause__)
+                time.sleep(0.05 * 2 ** attempt)
+
+    def _open_once(self) -> None:
         self._engine = _make_engine(self.path, self.readonly)
         self._write_engine = self._engine.execution_options(**{_IMMEDIATE: True})
         self._reader = sessionmaker(self._engine, expire_on_commit=False)
