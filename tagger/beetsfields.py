@@ -3,7 +3,9 @@
 Fields per item:
 
 ``genres``              beets' own list field, under the ``fill`` / ``merge`` / ``force`` policy
-                        (:func:`tagger.tags.plan_tags`, the same rule as for file tags)
+                        (:func:`tagger.tags.plan_tags`, the same rule as for file tags: when
+                        another model's result replaces genreml's, the values genreml set
+                        are its own, not the user's, see :func:`own_values`)
 ``mood``                the dominant emotion, under the same policy
 ``genreml_genres``      the model's genres, whatever the policy did to ``genres``
 ``genreml_mood``        the model's dominant emotion, whatever the policy did to ``mood``
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
     from .result import TrackResult
 
 __all__ = ["MEDIA_FIELDS", "PREFIXES", "apply_result", "field_name", "label_fields",
-           "share_models", "shared_models", "slugify"]
+           "own_values", "share_models", "shared_models", "slugify"]
 
 # Field prefix per model task: `genre_jazz`, `mood_calm`.
 PREFIXES = {"genre": "genre", "emotion": "mood"}
@@ -124,12 +126,13 @@ def apply_result(item: Item, result: TrackResult, policy: Policy,
     """
     genres = [label for label, _ in result.genres]
     mood = result.emotion[0] if result.emotion else None
+    model = ", ".join(dict.fromkeys(h.model.id for h in result.heads.values()))
     plan = plan_tags(FileTags(list(item.get("genres") or []), item.get("mood") or None),
-                     genres, mood, policy)
+                     genres, mood, policy, own_values(item, result, model))
     values: dict[str, Any] = {
         "genres": plan.genre.new,
         "genreml_genres": genres,
-        "genreml_model": ", ".join(dict.fromkeys(h.model.id for h in result.heads.values())),
+        "genreml_model": model,
     }
     if plan.mood.new is not None:
         values["mood"] = plan.mood.new
@@ -143,6 +146,25 @@ def apply_result(item: Item, result: TrackResult, policy: Policy,
     before = {key: item.get(key) for key in values}
     item.update(values)
     return [key for key in values if item.get(key) != before[key]]
+
+
+def own_values(item: Item, result: TrackResult, model: str) -> FileTags | None:
+    """What genreml's previous result gave the item, when ``result`` (of ``model``) replaces
+    it: the ``genreml_genres`` and ``genreml_mood`` it set, in the tasks ``result`` has.
+
+    These are genreml's values, not the user's (:func:`tagger.tags.own_values_removed`).
+    None when the item has no genreml result yet or ``model`` made that one too (a run with
+    the same models leaves the item as the last one did).
+    """
+    previous = item.get("genreml_model")
+    if not previous or previous == model:
+        return None
+    decided = item.get("genreml_genres") or []
+    if isinstance(decided, str):  # an untyped flexible field (the plugin not loaded)
+        decided = [decided]
+    genres = list(decided) if "genre" in result.heads else []
+    mood = (item.get("genreml_mood") or None) if "emotion" in result.heads else None
+    return FileTags(genres, mood) if genres or mood is not None else None
 
 
 def share_models(models: ModelSet | None) -> None:

@@ -2,6 +2,12 @@
 
 The CLI (``genreml tag``), the beets plugin and the watch daemon all call :class:`Tagger`, so a
 file is analysed once whoever sees it first.
+
+A file genreml tagged before holds genreml's values, not the user's: when a new analysis (a new
+model version, ``--stale-only``, ``--force``) replaces the result genreml wrote, the values that
+result decided are taken out of the file's values before the policy weighs them
+(:func:`tagger.tags.own_values_removed`). The new result replaces the old one in the cache only
+once the file holds it, so a dry run or a failed write leaves that knowledge in place.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from .fingerprint import fingerprint
 from .model import ModelSet
 from .predict import Analyzer
 from .result import TrackResult
-from .tags import V23_SEP, FileChanged, Policy, TagPlan, cleanup_stale_temp, write_tags
+from .tags import (V23_SEP, FileChanged, FileTags, Policy, TagPlan, cleanup_stale_temp,
+                   write_tags)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +61,18 @@ class Outcome:
         if self.plan is None:
             return "cached" if self.source != "analysed" else "analysed"
         return "tagged" if self.plan.changed else "unchanged"
+
+
+@dataclasses.dataclass
+class _Analysis:
+    """A file's result as :meth:`Tagger._analyse` found it, with the stat it belongs to."""
+
+    result: TrackResult
+    source: str
+    stat: os.stat_result
+    fingerprint: str | None = None
+    own: FileTags | None = None  # what genreml's previous result put in the file
+    stored: bool = True  # False: to be cached once the file holds it
 
 
 class Tagger:
@@ -111,15 +130,24 @@ class Tagger:
         ------
         tagger.audio.AudioError, OSError
         """
-        result, source, _ = self._result_and_stat(Path(path), reanalyse)
-        return result, source
+        found = self._analyse(Path(path), reanalyse)
+        return found.result, found.source
 
-    def _result_and_stat(self, path: Path, reanalyse: bool
-                         ) -> tuple[TrackResult, str, os.stat_result]:
+    def _analyse(self, path: Path, reanalyse: bool, defer: bool = False) -> _Analysis:
         """:meth:`result_for`, with the stat the result belongs to.
 
         A result is only used (and cached) for the file it was computed from: when the file
         is replaced or rewritten while it is fingerprinted or analysed, it is analysed again.
+
+        Parameters
+        ----------
+        path : Path
+        reanalyse : bool
+            Analyse even when the cache has a result.
+        defer : bool
+            The caller writes the result into the file: a new result replacing one genreml
+            wrote there is not cached yet (``stored`` False, ``own`` set), so that until the
+            file holds it the cache still knows which of its values are genreml's.
         """
         for _ in range(MAX_ATTEMPTS):
             st = os.stat(path)
@@ -138,13 +166,33 @@ class Tagger:
             if not self._unchanged(path, st):
                 log.info("%s changed while it was analysed: analysing it again", path)
                 continue
+            found = _Analysis(result, source, st, fp)
             if source == "analysed":
-                self.cache.store(result, fp, st)
+                # before store() replaces the previous result (and resets "tagged")
+                found.own = self._own_values(path, result) if defer else None
+                found.stored = found.own is None
+                if found.stored:
+                    self.cache.store(result, fp, st)
             result.path = str(path)
             result.threshold = self.analyzer.threshold
             result.max_genres = self.analyzer.max_genres
-            return result, source, st
+            return found
         raise AudioError(f"file keeps changing ({MAX_ATTEMPTS} analyses were overtaken)")
+
+    def _own_values(self, path: Path, result: TrackResult) -> FileTags | None:
+        """The genres and mood genreml's previous result decided for ``path``, in the tasks
+        ``result`` replaces; None unless genreml wrote that result into the file."""
+        previous = self.cache.tagged_result(path)
+        if previous is None:
+            return None
+        # decided as tag() decided them: decide_genres with the stored threshold (or this
+        # Tagger's override) and this Tagger's max_genres; the mood is the argmax
+        previous.threshold = self.analyzer.threshold
+        previous.max_genres = self.analyzer.max_genres
+        genres = [g for g, _ in previous.genres] if "genre" in result.heads else []
+        emotion = previous.emotion if "emotion" in result.heads else None
+        mood = emotion[0] if emotion else None
+        return FileTags(genres, mood) if genres or mood is not None else None
 
     @staticmethod
     def _unchanged(path: Path, st: os.stat_result) -> bool:
@@ -183,7 +231,8 @@ class Tagger:
         if self.write and not self.dry_run:
             self._clean_folder(path)
         for attempt in range(MAX_ATTEMPTS):
-            result, source, st = self._result_and_stat(path, reanalyse)
+            found = self._analyse(path, reanalyse, defer=self.write)
+            result, source = found.result, found.source
             outcome = Outcome(path, result, source)
             if not self.write:
                 break
@@ -191,15 +240,19 @@ class Tagger:
             try:
                 outcome.plan = write_tags(path, [g for g, _ in result.genres], mood, self.policy,
                                           dry_run=self.dry_run, v23_sep=self.v23_sep,
-                                          expected=st, safe_only=self.safe_only)
+                                          expected=found.stat, safe_only=self.safe_only,
+                                          own=found.own)
             except FileChanged:
                 if attempt == MAX_ATTEMPTS - 1:
                     raise
                 log.info("%s changed before its tags were written: analysing it again", path)
                 continue
-            if outcome.plan.changed and not self.dry_run:
-                # our own write must not look like a new file
-                self.cache.update_stat(path, tagged=True)
+            if not self.dry_run:
+                if not found.stored:  # the file holds the new result: it replaces the old
+                    self.cache.store(result, found.fingerprint, found.stat)
+                if outcome.plan.changed or outcome.plan.holds_own:
+                    # our own write must not look like a new file; genreml's values are in it
+                    self.cache.update_stat(path, tagged=True)
             break
         self.counts[outcome.status] += 1
         self.counts[source] += 1

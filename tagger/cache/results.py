@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, select, update
 
 from ..fingerprint import same_duration, same_size_class
 from ..result import TrackResult
@@ -179,6 +179,18 @@ class Results(Database):
         key = _norm(path)
         with self._connect() as conn:
             return _load(conn, _track_select(TrackRow.path == key, None)).get(key)
+
+    def tagged_result(self, path: PathLike) -> TrackResult | None:
+        """What is stored for a file whose tags genreml wrote (its track is ``tagged``),
+        whatever its stat, models or staleness; None for a file genreml never tagged.
+
+        Read before :meth:`store` replaces it (a new analysis resets ``tagged``): its decision
+        says which of the file's values are genreml's own (:func:`tagger.tags.plan_tags`).
+        """
+        key = _norm(path)
+        where = and_(TrackRow.path == key, TrackRow.tagged.is_(True))
+        with self._connect() as conn:
+            return _load(conn, _track_select(where, None)).get(key)
 
     def info(self, path: PathLike) -> dict[str, Any] | None:
         """The bookkeeping of a stored file: stat, fingerprint, dates and per-task models.

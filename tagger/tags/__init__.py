@@ -18,7 +18,8 @@ What to write is decided per field by a :class:`Policy` (:mod:`.plan`): ``fill``
 default) writes only where the file has no value, so curated tags are never replaced;
 ``merge`` appends new genres after the existing ones; ``force`` replaces. An empty prediction
 (no genres, no mood) never touches its field, and a second run with the same prediction
-changes nothing.
+changes nothing. Values genreml wrote itself are not curated: a caller that knows them passes
+them as ``own`` and they are taken out first (:func:`own_values_removed`).
 
 How a file is written without harm (a verified copy renamed over it, keeping owner, group,
 mode, xattrs and ACLs, or else an in-place write after a verified backup; never while it
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 from .errors import FileBusy, FileChanged, TagError
 from .contract import V23_SEP
-from .plan import MODES, FieldPlan, FileTags, Policy, TagPlan, plan_tags
+from .plan import MODES, FieldPlan, FileTags, Policy, TagPlan, own_values_removed, plan_tags
 from .tempfiles import BACKUP_GLOB, TEMP_GLOB, cleanup_stale_temp, is_temp_file
 from .writer import read_tags, write_tags
 
@@ -54,6 +55,7 @@ __all__ = [
     "TagPlan",
     "cleanup_stale_temp",
     "is_temp_file",
+    "own_values_removed",
     "plan_tags",
     "read_tags",
     "write_tags",

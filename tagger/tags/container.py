@@ -8,6 +8,7 @@ the module is chosen by the file's kind alone and used the same way whichever it
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import stat
@@ -90,8 +91,8 @@ def apply(tagged: Container, plan: TagPlan) -> TagPlan:
     if stored == plan.after:
         return plan
     log.info("%s: stored as %s (planned %s)", tagged.file.filename, stored, plan.after)
-    return TagPlan(FieldPlan("genre", plan.genre.old, stored.genres),
-                   FieldPlan("mood", plan.mood.old, stored.mood))
+    return dataclasses.replace(plan, genre=FieldPlan("genre", plan.genre.old, stored.genres),
+                               mood=FieldPlan("mood", plan.mood.old, stored.mood))
 
 
 def verify(path: str, written: str, plan: TagPlan, others: list[str],

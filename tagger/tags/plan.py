@@ -2,6 +2,11 @@
 
 Pure functions and plain data, no file access: :func:`plan_tags` decides per field, and a
 :class:`TagPlan` says what changes (the CLI's ``--dry-run`` lines, the beets plugin's rule).
+
+Values genreml wrote itself are genreml's, not the user's: when a track is tagged again (a new
+model version, a new analysis), the caller passes what genreml's previous result decided as
+``own`` and :func:`own_values_removed` takes those values out of the file's values before the
+policy looks at them. A policy protects the user's values, never genreml's old ones.
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["MODES", "FieldPlan", "FileTags", "Policy", "TagPlan", "plan_tags"]
+__all__ = ["MODES", "FieldPlan", "FileTags", "Policy", "TagPlan", "own_values_removed",
+           "plan_tags"]
 
 MODES = ("fill", "merge", "force")
 
@@ -73,10 +79,14 @@ class FieldPlan(Generic[T]):
 
 @dataclasses.dataclass(frozen=True)
 class TagPlan:
-    """What :func:`write_tags` does (or, in a dry run, would do) to a file."""
+    """What :func:`write_tags` does (or, in a dry run, would do) to a file.
+
+    ``own`` is what the plan took for genreml's own earlier values (None: nothing was).
+    """
 
     genre: FieldPlan[list[str]]
     mood: FieldPlan[str | None]
+    own: FileTags | None = None
 
     @property
     def fields(self) -> tuple[FieldPlan[Any], ...]:
@@ -86,6 +96,13 @@ class TagPlan:
     def changed(self) -> bool:
         """Whether the file needs writing at all."""
         return any(f.changed for f in self.fields)
+
+    @property
+    def holds_own(self) -> bool:
+        """Whether the file keeps, after the plan, values genreml wrote there earlier (planned
+        again, or in a field the prediction leaves alone): genreml's tags are still in it."""
+        after = self.after
+        return self.own is not None and own_values_removed(after, self.own) != after
 
     @property
     def before(self) -> FileTags:
@@ -105,6 +122,7 @@ def plan_tags(
     genres: Iterable[str] | None,
     mood: str | None,
     policy: str | Policy = "fill",
+    own: FileTags | None = None,
 ) -> TagPlan:
     """Decide the new genres and mood from what the file has and what was predicted.
 
@@ -119,21 +137,70 @@ def plan_tags(
         Predicted mood; ``None`` (or blank) leaves the field alone.
     policy : str or Policy
         ``"fill"``, ``"merge"`` or ``"force"`` for both fields, or a :class:`Policy`.
+    own : FileTags, optional
+        What genreml itself wrote into the file last time (its previous result's decision):
+        in a field with a prediction, these values are taken out of ``current`` first
+        (:func:`own_values_removed`), so the policy weighs only the user's values. None (a
+        file genreml never tagged): nothing is taken out.
 
     Returns
     -------
     TagPlan
+        ``old`` is always what the file holds, so a plan that puts genreml's own values back
+        as they were is unchanged.
     """
     if isinstance(genres, str):
         raise TypeError("genres must be a list of strings, not a string")
     policy = Policy.of(policy)
     predicted = _clean(genres or [])
     new_mood = next(iter(_clean([mood] if mood is not None else [])), None)
+    users = own_values_removed(current, own) if own is not None else current
+    # an empty prediction leaves its field alone, genreml's old values included
+    genre_base = users.genres if predicted else current.genres
+    mood_base = users.mood if new_mood is not None else current.mood
     return TagPlan(
         FieldPlan("genre", list(current.genres),
-                  _plan_genres(current.genres, predicted, policy.genre)),
-        FieldPlan("mood", current.mood, _plan_mood(current.mood, new_mood, policy.mood)),
+                  _plan_genres(genre_base, predicted, policy.genre)),
+        FieldPlan("mood", current.mood, _plan_mood(mood_base, new_mood, policy.mood)),
+        own,
     )
+
+
+def own_values_removed(current: FileTags, own: FileTags) -> FileTags:
+    """``current`` without the values genreml wrote there itself.
+
+    A genre is genreml's when it equals one of ``own.genres`` and the mood when it equals
+    ``own.mood``, case-insensitively after stripping (as :func:`plan_tags` compares genres).
+    Everything else is the user's and stays, in its order.
+
+    Parameters
+    ----------
+    current : FileTags
+        What the file holds now.
+    own : FileTags
+        What genreml's previous result decided (and genreml wrote into the file).
+
+    Returns
+    -------
+    FileTags
+        The user's values: a new object, ``current`` is not changed.
+
+    Examples
+    --------
+    >>> own_values_removed(FileTags(["Shoegaze", "pop/rock"], "happy"),
+    ...                    FileTags(["Pop/Rock", "Jazz"], "Happy"))
+    FileTags(genres=['Shoegaze'], mood=None)
+    """
+    theirs = {_key(g) for g in own.genres}
+    genres = [g for g in current.genres if _key(g) not in theirs]
+    mood = current.mood
+    if mood is not None and own.mood is not None and _key(mood) == _key(own.mood):
+        mood = None
+    return FileTags(genres, mood)
+
+
+def _key(value: str) -> str:
+    return value.strip().casefold()
 
 
 def _clean(values: Iterable[str]) -> list[str]:

@@ -69,6 +69,7 @@ def write_tags(
     v23_sep: str = V23_SEP,
     expected: os.stat_result | None = None,
     safe_only: bool = False,
+    own: FileTags | None = None,
 ) -> TagPlan:
     """Plan and (unless ``dry_run``) safely write genres and mood into a file.
 
@@ -96,6 +97,9 @@ def write_tags(
     safe_only : bool
         Refuse, rather than write in place, where a new copy cannot keep the file's owner,
         group, mode and extended attributes.
+    own : FileTags, optional
+        What genreml wrote into this file last time (see :func:`plan_tags`); its genres are
+        compared as this container stores them, as the predicted ones are.
 
     Returns
     -------
@@ -125,7 +129,9 @@ def write_tags(
         raise FileChanged(real, "file changed since it was analysed; not written")
     options = Options(id3_version, v23_sep)
     tagged = open_tagged(real, options)
-    plan = plan_tags(tagged.read(), tagged.normalize(list(genres or [])), mood, policy)
+    if own is not None:  # as they were stored: an ID3v2.3 tag split them on its separator
+        own = FileTags(tagged.normalize(list(own.genres)), own.mood)
+    plan = plan_tags(tagged.read(), tagged.normalize(list(genres or [])), mood, policy, own)
     others = tagged.others() if plan.changed else []
     if plan.changed:
         plan = apply(tagged, plan)  # in memory only: what this container will store
