@@ -6,9 +6,12 @@ PYTHON ?= python
 test:
 	$(PYTHON) -m pytest -q
 
-# Rebuild the bundled models from ../shared/data/4q (train extra + musicnn needed).
+# Rebuild the bundled models from ../shared/data (train extra + musicnn needed). With
+# SOUNDTRACKS=DIR (made by `python bench/soundtracks.py DIR`) the card gets the table of
+# what the model writes on real soundtracks.
+SOUNDTRACKS ?=
 models:
-	$(PYTHON) scripts/build_default_models.py
+	$(PYTHON) scripts/build_default_models.py $(if $(SOUNDTRACKS),--soundtracks $(SOUNDTRACKS))
 
 # Benchmarks, pinned to 2 cores like CI; figures go into README.md by hand.
 bench:

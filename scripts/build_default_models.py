@@ -1,14 +1,21 @@
 """Rebuild the bundled default models from scratch (``make models``).
 
-1. Convert the musicnn MSD and MTT checkpoints to ONNX (parity-checked against TensorFlow)
-   and stack them into one backbone whose embeddings are both models' side by side.
-2. Train an emotion head (4Q quadrants as happy / tense / sad / calm) and a genre head (the
-   AllMusic genres with at least ``--min-count`` tracks) on the artist-disjoint 4Q split.
-3. Join both heads over the one backbone into ``tagger/models/genreml-4q.onnx`` and write
-   ``tagger/models/MODEL_CARD.md`` from the two runs' metrics.
+1. Convert the musicnn MSD checkpoint to ONNX (parity-checked against TensorFlow): the one
+   backbone. Its 200-unit penultimate layer is the clip embedding.
+2. Embed 4Q (mood and AllMusic genres) and the GTZAN classical excerpts (Classical), split
+   artist-disjoint (GTZAN by blocks of consecutive files): :mod:`trainer.bundle.corpus`.
+3. Choose the heads by cross-validation grouped by artist on the training side (logistic
+   regressions, small MLPs, calibration), pick the family on validation, cross-fit the written
+   threshold: :mod:`trainer.bundle.choose`. Refit on training + validation.
+4. Export backbone + heads as one ONNX file, measure it once on the test split through the
+   tagger itself (:mod:`trainer.bundle.report`), keep the genres that earn their place
+   (:class:`trainer.vocabulary.ShipRule`), and write ``tagger/models/genreml-4q.onnx``,
+   ``MODEL_CARD.md`` and ``metrics.json``.
+5. With ``--soundtracks``, tag real Debian game soundtracks and publish per soundtrack the
+   share of tracks per written label (:mod:`trainer.bundle.plausibility`).
 
-Needs the ``train`` extra and ``pip install --no-deps musicnn==0.1.0``. Takes about half an
-hour on 2 cores, most of it computing embeddings (cached under ``~/.cache/genreml``).
+Needs the ``train`` extra and ``pip install --no-deps musicnn==0.1.0``. About 15 minutes on
+2 cores, most of it computing embeddings (cached under ``~/.cache/genreml/features``).
 """
 
 from __future__ import annotations
@@ -16,108 +23,117 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 from pathlib import Path
 
+import numpy as np
+import onnx
+
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "4q"
-NAME, VERSION = "genreml-4q", "1.0.0"
+SHARED = ROOT.parent / "shared" / "data"
+NAME, VERSION = "genreml-4q", "2.0.0"
 EMBEDDING = ("penultimate",)
 
+log = logging.getLogger("build_default_models")
 
-def build(data: Path, work: Path, out_dir: Path, seed: int, min_count: int,
-          embedding: tuple[str, ...], backbone: Path | None = None) -> Path:
-    from trainer.export import combine
-    from trainer.musicnn import convert_backbone, stack_backbones
-    from trainer.train import TrainConfig, train
 
-    stacked = backbone
-    if stacked is None:
-        backbones = work / "backbones"
-        backbones.mkdir(parents=True, exist_ok=True)
-        parts = [convert_backbone(m, backbones / f"{m}.onnx")
-                 for m in ("MSD_musicnn", "MTT_musicnn")]
-        stacked = stack_backbones(parts, backbones / "musicnn_msd_mtt.onnx")
-    runs = {}
-    for task in ("emotion", "genre"):
-        run = work / task
-        if run.exists():
-            shutil.rmtree(run)
-        config = TrainConfig(
-            dataset="4q", data_path=str(data), task=task, backbone="musicnn",
-            backbone_onnx=str(stacked), embedding=embedding, out=str(run),
-            name=f"{NAME}-{task}", version=VERSION, seed=seed,
-            min_count=min_count if task == "genre" else 1, tune_threshold=task == "genre",
-            # unweighted genre loss keeps probabilities calibrated for one shared threshold
-            # (validation micro-F1 0.50 vs 0.47 weighted); the four moods are balanced anyway
-            class_weights=task == "emotion")
-        runs[task] = train(config)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model = combine(next(runs["genre"].glob("*.onnx")), next(runs["emotion"].glob("*.onnx")),
-                    out_dir / f"{NAME}.onnx", name=NAME, version=VERSION)
-    write_card(runs, out_dir / "MODEL_CARD.md", seed, min_count)
+def export(backbone_path: Path, genre, mood, genres: list[str], moods: list[str],
+           threshold: float, out: Path, extra: dict[str, str]) -> Path:
+    """Backbone + both heads in one ONNX file with genreml metadata (display names)."""
+    from tagger.features import MUSICNN_FEATURES
+    from tagger.model import HeadSpec, metadata_for
+    from trainer.export import join, save_model, set_metadata
+    from trainer.features_cache import OnnxBackbone
+    from trainer.heads import head_to_onnx
+    from trainer.musicnn import CLIP_SECONDS, SAMPLE_RATE
+    from trainer.vocabulary import display_name
+
+    backbone = OnnxBackbone(backbone_path, EMBEDDING)
+    proto = join(onnx.load_from_string(backbone.model_bytes), EMBEDDING,
+                 {"genre": head_to_onnx(genre, "genre"), "emotion": head_to_onnx(mood, "emotion")})
+    heads = [HeadSpec("genre", "genre", tuple(display_name(g) for g in genres), threshold),
+             HeadSpec("emotion", "emotion", tuple(moods))]
+    meta = metadata_for(NAME, VERSION, SAMPLE_RATE, CLIP_SECONDS, MUSICNN_FEATURES, heads,
+                        backbone=backbone.metadata.get("genreml.backbone", "MSD_musicnn"),
+                        backbone_sha256=backbone.sha256, embedding=",".join(EMBEDDING),
+                        trainer="genreml scripts/build_default_models.py", **extra)
+    set_metadata(proto, meta)
+    return save_model(proto, out)
+
+
+def keep_labels(head, columns: list[int]):
+    """The sigmoid head restricted to ``columns`` (its last layer's columns are independent)."""
+    from trainer.heads import DenseHead, Layer
+
+    last = head.layers[-1]
+    return DenseHead((*head.layers[:-1], Layer(last.weight[:, columns], last.bias[columns])),
+                     head.activation)
+
+
+def build(args: argparse.Namespace) -> Path:
+    from tagger.features import MUSICNN_FEATURES
+    from trainer.bundle.card import write_card
+    from trainer.bundle.choose import choose
+    from trainer.bundle.corpus import load_corpus
+    from trainer.bundle.report import test_report
+    from trainer.features_cache import ClipSpec, FeatureCache, OnnxBackbone
+    from trainer.musicnn import CLIP_SECONDS, SAMPLE_RATE, convert_backbone
+    from trainer.vocabulary import ShipRule
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    backbone_path = args.backbone or convert_backbone("MSD_musicnn",
+                                                      args.work / "MSD_musicnn.onnx")
+    backbone = OnnxBackbone(backbone_path, EMBEDDING)
+    spec = ClipSpec(SAMPLE_RATE, CLIP_SECONDS, CLIP_SECONDS, MUSICNN_FEATURES)
+    corpus = load_corpus(args.data, args.gtzan, spec, backbone, FeatureCache(args.cache),
+                         args.min_count, args.seed)
+    choice = choose(corpus, args.seed)
+    provenance = {"dataset": f"4q + gtzan-classical (seed {args.seed})", "seed": str(args.seed)}
+    candidate = export(backbone_path, choice.genre, choice.mood, corpus.genres, corpus.moods,
+                       choice.threshold, args.work / "candidate.onnx", provenance)
+    report = test_report(choice, corpus, candidate, ShipRule())
+    shipped = [corpus.genres.index(g) for g in report["shipped"]]
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = export(backbone_path, keep_labels(choice.genre, shipped), choice.mood,
+                   report["shipped"], corpus.moods, choice.threshold,
+                   args.out / f"{NAME}.onnx", provenance)
+    record = {"name": NAME, "version": VERSION, "counts": corpus.counts,
+              "splits": {k: len(getattr(corpus, k).paths)
+                         for k in ("train", "validation", "test")},
+              "selection": choice.record, "test": report}
+    if args.soundtracks:
+        from trainer.bundle.plausibility import soundtrack_shares
+        record["soundtracks"] = soundtrack_shares(model, args.soundtracks)
+    (args.out / "metrics.json").write_text(json.dumps(record, indent=1, default=_plain))
+    write_card(record, args.out / "MODEL_CARD.md")
     return model
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
-def _confusion_table(confusion: dict) -> str:
-    labels = confusion["labels"]
-    rows = [f"| truth \\ predicted | {' | '.join(labels)} |",
-            "|---" * (len(labels) + 1) + "|"]
-    rows += [f"| {label} | {' | '.join(map(str, row))} |"
-             for label, row in zip(labels, confusion["matrix"])]
-    return "\n".join(rows)
-
-
-def write_card(runs: dict[str, Path], out: Path, seed: int, min_count: int) -> None:
-    """The bundled models' card from both runs' ``metrics.json`` and ``splits.json``."""
-    m = {t: json.loads((r / "metrics.json").read_text()) for t, r in runs.items()}
-    template = (ROOT / "scripts" / "MODEL_CARD.template.md").read_text()
-    emo, gen = m["emotion"]["test"], m["genre"]["test"]
-    val = m["genre"]["validation"]
-    per_label = "\n".join(
-        f"| {label} | {v['precision']:.2f} | {v['recall']:.2f} | {v['f1']:.2f} | {v['support']} |"
-        for label, v in gen["per_label"].items())
-    recalls = ", ".join(f"{k} {_pct(v)}" for k, v in emo["per_class_recall"].items())
-    fill = {
-        "seed": seed, "min_count": min_count,
-        "emotion_acc": _pct(emo["accuracy"]), "emotion_recall": recalls,
-        "emotion_tracks": emo["tracks"],
-        "emotion_val_acc": _pct(m["emotion"]["validation"]["accuracy"]),
-        "genre_auc": f"{gen['macro_roc_auc']:.3f}", "genre_micro": f"{gen['micro_f1']:.3f}",
-        "genre_macro": f"{gen['macro_f1']:.3f}", "genre_tracks": gen["tracks"],
-        "threshold": f"{m['genre']['threshold']:g}",
-        "threshold_source": m["genre"]["threshold_source"],
-        "genre_val_micro_at_default": f"{val.get('micro_f1_at_default', val['micro_f1']):.3f}",
-        "genre_val_micro": f"{val['micro_f1']:.3f}",
-        "per_label": per_label,
-        "labels": ", ".join(gen["per_label"]),
-        "confusion": _confusion_table(emo["confusion_matrix"]),
-    }
-    out.write_text(template.format(**fill))
-    shutil.copy(runs["emotion"] / "confusion.png", out.parent / "emotion_confusion.png")
+def _plain(x: object) -> object:
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(type(x).__name__)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the 4Q folder")
+    ap.add_argument("--data", type=Path, default=SHARED / "4q", help="the 4Q folder")
+    ap.add_argument("--gtzan", type=Path, default=SHARED / "gtzan-classical",
+                    help="GTZAN layout folder holding classical/")
+    ap.add_argument("--soundtracks", type=Path, default=None,
+                    help="folder made by bench/soundtracks.py (one sub-folder per soundtrack)")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "default",
-                    help="where backbones and runs go")
+                    help="where the converted backbone and the candidate model go")
+    ap.add_argument("--cache", type=Path, default=None, help="embedding cache folder")
     ap.add_argument("--out", type=Path, default=ROOT / "tagger" / "models")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--min-count", type=int, default=20)
-    ap.add_argument("--embedding", default=",".join(EMBEDDING))
     ap.add_argument("--backbone", type=Path, default=None,
-                    help="a stacked backbone already converted (skips the conversion; the "
+                    help="an MSD backbone already converted (skips the conversion; the "
                     "conversion is not bit-for-bit repeatable, so reusing one file keeps the "
                     "embedding cache valid)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    path = build(args.data, args.work, args.out, args.seed, args.min_count,
-                 tuple(args.embedding.split(",")), args.backbone)
+    path = build(args)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 

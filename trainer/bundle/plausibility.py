@@ -1,0 +1,55 @@
+"""Does a model write what a listener would, on real full-length recordings of known kinds?
+
+Each sub-folder of the soundtracks folder (``bench/soundtracks.py``) is one soundtrack of one
+kind (orchestral, electronic, industrial, ambient). Every track goes through the tagger's own
+:class:`~tagger.predict.Analyzer`; the table is the share of tracks per written genre and mood.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+__all__ = ["soundtrack_shares"]
+
+AUDIO = {".ogg", ".opus", ".mp3", ".flac", ".wav", ".m4a"}
+
+
+def soundtrack_shares(model: Path, root: Path) -> dict[str, dict]:
+    """Per soundtrack folder: tracks analysed, skipped (with reasons), the share of tracks that
+    get each genre, the share per mood, and the share that get no genre at all."""
+    from tagger.audio import AudioError
+    from tagger.model import load_models
+    from tagger.predict import Analyzer
+
+    analyzer = Analyzer(load_models([model], device="cpu"))
+    out: dict[str, dict] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "debs"
+                         and p.name != "unpacked"):
+        genres: collections.Counter[str] = collections.Counter()
+        moods: collections.Counter[str] = collections.Counter()
+        analysed, skipped, none = 0, [], 0
+        for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO):
+            try:
+                result = analyzer.analyze(path)
+            except (AudioError, OSError) as err:
+                skipped.append(f"{path.name}: {err}")
+                continue
+            analysed += 1
+            written = [g for g, _ in result.genres]
+            genres.update(written)
+            none += not written
+            if result.emotion:
+                moods[result.emotion[0]] += 1
+        log.info("%s: %d tracks, genres %s, moods %s", folder.name, analysed, dict(genres),
+                 dict(moods))
+        out[folder.name] = {
+            "tracks": analysed, "skipped": skipped,
+            "genres": {g: n / analysed for g, n in genres.most_common()} if analysed else {},
+            "moods": {m: n / analysed for m, n in moods.most_common()} if analysed else {},
+            "no_genre": none / analysed if analysed else None,
+        }
+    return out
