@@ -48,6 +48,9 @@ def main() -> None:
                           recorded["mood"]["accuracy"]],
         "genre_micro_f1": [m["micro_f1"], recorded["genre_shipped"]["micro_f1"]],
         "genre_mean_roc_auc": [m["macro_roc_auc"], recorded["genre_shipped"]["macro_roc_auc"]],
+        "4q_tracks_with_no_genre": [
+            float((genre_p[q4] < recorded["genre_shipped"]["threshold"]).all(axis=1).mean()),
+            recorded.get("no_genre_share")],
     }
     print("figure: [now, recorded in metrics.json]")
     print(json.dumps(summary, indent=1))

@@ -149,3 +149,29 @@ def test_bootstrap_statistics_agree_with_scikit_learn():
     groups = np.repeat(np.arange(20), 4)
     ci = bootstrap(groups, lambda idx: genre_stats(y[idx], p[idx], 0.3), n=200)
     assert ci.shape == (2, len(got)) and ci[0, 0] <= got[0] <= ci[1, 0]
+
+
+def test_soundtrack_check_reads_real_files_and_vetoes_labels_off_their_kind(tmp_path):
+    from audiogen import make_audio
+    from onnx_models import constant_model
+    from trainer.bundle.plausibility import misfires, soundtrack_shares
+
+    model = constant_model(tmp_path / "m.onnx", genre_probs={"Jazz": 0.9, "Classical": 0.6,
+                                                             "Electronic": 0.1},
+                           emotion_probs={"calm": 0.7, "tense": 0.3})
+    root = tmp_path / "soundtracks"
+    for folder, n in (("game-ambient", 3), ("other-orchestral", 2)):
+        (root / folder).mkdir(parents=True)
+        for i in range(n):
+            make_audio(root / folder / f"t{i}.ogg", seconds=4.0)
+    (root / "game-ambient" / "broken.ogg").write_bytes(b"OggS not really")
+    shares = soundtrack_shares(model, root)
+    ambient = shares["game-ambient"]
+    assert ambient["tracks"] == 3 and len(ambient["skipped"]) == 1
+    assert ambient["genres"] == {"Jazz": 1.0, "Classical": 1.0} and ambient["no_genre"] == 0.0
+    assert ambient["moods"] == {"calm": 1.0}
+    # Jazz describes neither kind; Classical may be written on orchestral music, not ambient
+    assert set(misfires(shares)) == {"Jazz", "Classical"}
+    assert "game-ambient" in misfires(shares)["Classical"]
+    assert misfires({"x-orchestral": shares["other-orchestral"]}) == {
+        "Jazz": "written on 100% of x-orchestral"}

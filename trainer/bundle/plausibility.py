@@ -13,7 +13,16 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["soundtrack_shares"]
+__all__ = ["KIND_LABELS", "misfires", "soundtrack_shares"]
+
+# What each kind of soundtrack may be called (shipped names); a folder is named NAME-KIND.
+KIND_LABELS = {
+    "orchestral": {"Classical", "Soundtrack"},
+    "electronic": {"Electronic"},
+    "industrial": {"Electronic"},
+    "ambient": {"Electronic", "New Age"},
+}
+MOST = 0.5
 
 AUDIO = {".ogg", ".opus", ".mp3", ".flac", ".wav", ".m4a"}
 
@@ -52,4 +61,18 @@ def soundtrack_shares(model: Path, root: Path) -> dict[str, dict]:
             "moods": {m: n / analysed for m, n in moods.most_common()} if analysed else {},
             "no_genre": none / analysed if analysed else None,
         }
+    return out
+
+
+def misfires(shares: dict[str, dict], most: float = MOST) -> dict[str, str]:
+    """Labels written on more than ``most`` of the tracks of a soundtrack whose kind they do
+    not describe (:data:`KIND_LABELS`), with the reason; such a label is not shipped."""
+    out: dict[str, str] = {}
+    for folder, s in shares.items():
+        kind = folder.rsplit("-", 1)[-1]
+        if kind not in KIND_LABELS:
+            continue
+        for label, share in s["genres"].items():
+            if share > most and label not in KIND_LABELS[kind]:
+                out.setdefault(label, f"written on {100 * share:.0f}% of {folder}")
     return out

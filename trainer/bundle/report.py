@@ -95,12 +95,14 @@ def _mood_block(truth, p, labels, groups) -> dict:
     return m
 
 
-def test_report(choice: Choice, corpus: Corpus, model: Path, rule: ShipRule) -> dict:
+def test_report(choice: Choice, corpus: Corpus, model: Path, rule: ShipRule,
+                vetoes: dict[str, str] | None = None) -> dict:
     """Every test figure, computed from one pass of the exported model over the test files.
 
     Genre figures are over the 4Q test tracks (their AllMusic genres are the truth);
     Classical is also judged on the held-out GTZAN block, and its false positives on every
-    held-out 4Q track that is not classical.
+    held-out 4Q track that is not classical. ``vetoes`` (label -> reason) keeps labels that
+    pass the rule out of the shipped set (the soundtrack check).
     """
     test = corpus.test
     genre_p, mood_p = model_probabilities(model, test.paths)
@@ -136,7 +138,7 @@ def test_report(choice: Choice, corpus: Corpus, model: Path, rule: ShipRule) -> 
     for label in labels:
         row = both if label == CLASSICAL else report["genre"]["per_label"][label]
         verdicts[label] = rule.verdict(row["roc_auc"], row["precision"], row["support"],
-                                       row["written"])
+                                       row["written"]) or (vetoes or {}).get(label)
     report["classical"]["judged_on"] = {k: both[k] for k in
                                         ("roc_auc", "precision", "recall", "support", "written")}
     report["verdicts"] = verdicts
@@ -144,6 +146,8 @@ def test_report(choice: Choice, corpus: Corpus, model: Path, rule: ShipRule) -> 
     report["shipped"] = [labels[i] for i in shipped]
     report["genre_shipped"] = _genre_block(y[:, shipped], genre_p[q4][:, shipped],
                                            report["shipped"], t, g)
+    report["no_genre_share"] = float(
+        (genre_p[q4][:, shipped] < t).all(axis=1).mean()) if shipped else 1.0
     report["baseline_genre_shipped"] = _genre_block(y[:, shipped], base_p[q4][:, shipped],
                                                     report["shipped"], t, g)
     return report
