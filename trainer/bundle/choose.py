@@ -114,8 +114,8 @@ def _best_per_family(scored: list[Scored]) -> dict[str, Candidate]:
 
 def choose(corpus: Corpus, seed: int = 0, folds: int = 5) -> Choice:
     """Grouped CV on the training side; between the families' best, the pooled unseen
-    predictions (out-of-fold + validation); threshold cross-fit; then the chosen heads and the logistic baselines refitted on train +
-    validation."""
+    predictions (out-of-fold + validation); threshold cross-fit; then the chosen heads and
+    the logistic baselines refitted on training + validation."""
     train, val = corpus.train, corpus.validation
     strata = np.where(train.mood >= 0, train.mood, len(corpus.moods))
     fold = folds_by_group(train.groups, strata, folds, seed)
