@@ -36,7 +36,7 @@ def fetch(dest: Path) -> dict[str, list[Path]]:
     for folder, (package, pattern) in SOUNDTRACKS.items():
         if not list(debs.glob(f"{package}_*.deb")):
             subprocess.run(["apt-get", "download", package], cwd=debs, check=True)
-        (deb,) = debs.glob(f"{package}_*.deb")
+        deb = sorted(debs.glob(f"{package}_*.deb"))[-1]  # the newest when several
         subprocess.run(["dpkg", "-x", str(deb), str(tree)], check=True)
         target = dest / folder
         target.mkdir(exist_ok=True)

@@ -208,9 +208,13 @@ def test_plan_tags_takes_out_only_genremls_own_values():
     plan = plan_tags(current, ["Pop Rock"], "sad", "merge", own)
     assert plan.genre.old == ["Shoegaze", " pop/rock "]
     assert plan.after == FileTags(["Shoegaze", "Pop Rock"], "sad")
-    # no prediction for a field: it is left alone, genreml's old value included
-    plan = plan_tags(FileTags(["Pop/Rock"], "happy"), [], None, "force", own)
-    assert not plan.changed and plan.holds_own
+    # no genre decided: genreml's old genres go, the user's stay; no mood decided: the
+    # mood (one value, always there once written) is left alone
+    plan = plan_tags(FileTags(["Pop/Rock", "Dub"], "happy"), [], None, "force", own)
+    assert plan.after == FileTags(["Dub"], "happy") and plan.holds_own
+    for policy in ("fill", "merge"):
+        plan = plan_tags(FileTags(["Pop/Rock"], "happy"), [], None, policy, own)
+        assert plan.after == FileTags([], "happy")
     # without own values nothing is taken out
     assert not plan_tags(FileTags(["Pop/Rock"], "happy"), ["Pop Rock"], "sad", "fill").changed
 
@@ -256,3 +260,24 @@ def test_a_failed_write_does_not_lose_which_values_are_genremls(lib, capsys):
     assert rc == 0 and summary(out) == {"tagged": 1, "unchanged": 2, "analysed": 1,
                                         "cached": 2, "skipped": 0, "failed": 0}
     assert _tags(ours) == V2
+
+
+def test_a_new_model_that_decides_no_genre_takes_back_the_old_ones(lib, capsys):
+    """v2 ships fewer labels: where it decides none, v1's genres (``Pop/Rock``, a separator
+    name) must not stay in the file, under any policy; the user's genres do."""
+    music, models, cache = lib
+    rc, _, _ = tag(capsys, music, models, cache)
+    assert rc == 0 and _tags(music / "ours.flac") == V1
+    write_tags(music / "edited.mp3", ["Pop/Rock", "Jazz", "Dream Pop"], None, "force")
+    # every v2 genre below the threshold: no genre decided
+    _model(models, "2", {"Blues": 0.05, "Classical": 0.1}, {"happy": 0.2, "sad": 0.8})
+    rc, out, _ = tag(capsys, music, models, cache, "--stale-only")
+    assert rc == 0 and summary(out)["tagged"] == 3
+    assert _tags(music / "ours.flac") == ([], "sad")
+    assert _tags(music / "foreign.m4a") == ([], "sad")
+    assert _tags(music / "edited.mp3") == (["Dream Pop"], "sad")
+    before = _snapshot(music)
+    for extra in (["--stale-only"], [], ["--force"]):
+        rc, out, _ = tag(capsys, music, models, cache, *extra)
+        assert rc == 0 and summary(out)["tagged"] == 0, extra
+    assert _snapshot(music) == before

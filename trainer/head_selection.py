@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .evaluate import multi_label_metrics
-from .heads import DenseHead, calibrate_logits, fit_logistic, fit_mlp, track_means
+from .heads import DenseHead, activate, calibrate_logits, fit_logistic, fit_mlp, track_means
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +83,6 @@ def out_of_fold(candidate: Candidate, clips: Sequence[np.ndarray], y: np.ndarray
     return logits
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def averaged(logits: Sequence[np.ndarray], multi_label: bool,
              scale: np.ndarray | None = None, shift: np.ndarray | None = None) -> np.ndarray:
     """Track probabilities from clip logits (optionally ``scale * logit + shift``)."""
@@ -99,20 +90,18 @@ def averaged(logits: Sequence[np.ndarray], multi_label: bool,
     for z in logits:
         if scale is not None:
             z = z * scale + shift
-        out.append((_sigmoid(z) if multi_label else _softmax(z)).mean(axis=0))
+        out.append(activate(z, "sigmoid" if multi_label else "softmax").mean(axis=0))
     return np.stack(out)
 
 
-def cross_fitted(logits: Sequence[np.ndarray], y: np.ndarray, folds: np.ndarray,
-                 shift_by: np.ndarray | None = None) -> np.ndarray:
+def cross_fitted(logits: Sequence[np.ndarray], y: np.ndarray, folds: np.ndarray) -> np.ndarray:
     """Calibrated out-of-fold probabilities: fold ``k`` through Platt parameters fitted on the
-    out-of-fold logits of the other folds (``shift_by`` is added to every fitted shift)."""
+    out-of-fold logits of the other folds. (Those logits come from heads that saw fold ``k``;
+    a second-order leak that can only flatter calibration, which still lost.)"""
     probs = np.zeros(y.shape)
     for k in np.unique(folds):
         rest = np.flatnonzero(folds != k)
         scale, shift = calibrate_logits([logits[i] for i in rest], y[rest])
-        if shift_by is not None:
-            shift = shift + shift_by
         held = np.flatnonzero(folds == k)
         probs[held] = averaged([logits[i] for i in held], True, scale, shift)
     return probs
@@ -136,8 +125,7 @@ class Scored:
 
 def score_candidates(candidates: Sequence[Candidate], clips: Sequence[np.ndarray],
                      y: np.ndarray, labels: Sequence[str], folds: np.ndarray,
-                     multi_label: bool, threshold: float = 0.2, seed: int = 0,
-                     shift_by: np.ndarray | None = None) -> list[Scored]:
+                     multi_label: bool, threshold: float = 0.2, seed: int = 0) -> list[Scored]:
     """Every candidate's grouped out-of-fold figures, best first.
 
     Genre (``multi_label``): scored by micro-F1 at ``threshold`` on the clip-averaged
@@ -154,7 +142,7 @@ def score_candidates(candidates: Sequence[Candidate], clips: Sequence[np.ndarray
             plain[key] = out_of_fold(cand, clips, y, folds, multi_label, seed)
         logits = plain[key]
         if multi_label:
-            probs = (cross_fitted(logits, y, folds, shift_by) if cand.calibrated
+            probs = (cross_fitted(logits, y, folds) if cand.calibrated
                      else averaged(logits, True))
             metrics = multi_label_metrics(y, probs, labels, threshold)
             score = metrics["micro_f1"] + 1e-3 * (metrics["macro_roc_auc"] or 0.0)

@@ -19,8 +19,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["DenseHead", "Layer", "calibrate", "clip_average", "fit_logistic", "fit_mlp",
-           "head_to_onnx", "track_means"]
+__all__ = ["DenseHead", "Layer", "activate", "calibrate_logits", "clip_average", "fit_logistic",
+           "fit_mlp", "head_to_onnx", "track_means"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +55,7 @@ class DenseHead:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Probabilities ``[n, n_labels]``."""
-        return _activate(self.logits(x), self.activation)
+        return activate(self.logits(x), self.activation)
 
     def with_output(self, scale: np.ndarray, shift: np.ndarray) -> DenseHead:
         """The head whose last layer's logits become ``scale * logit + shift``."""
@@ -64,7 +64,8 @@ class DenseHead:
         return DenseHead((*self.layers[:-1], folded), self.activation)
 
 
-def _activate(z: np.ndarray, activation: str) -> np.ndarray:
+def activate(z: np.ndarray, activation: str) -> np.ndarray:
+    """``sigmoid`` or ``softmax`` (over the last axis) of logits ``z``."""
     if activation == "sigmoid":
         return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
     z = z - z.max(axis=-1, keepdims=True)
@@ -94,8 +95,7 @@ def _fold_scaler(layer: Layer, mean: np.ndarray, std: np.ndarray) -> Layer:
     return Layer(weight, layer.bias - mean @ weight)
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, c: float, multi_label: bool,
-                 class_weight: str | None = None) -> DenseHead:
+def fit_logistic(x: np.ndarray, y: np.ndarray, c: float, multi_label: bool) -> DenseHead:
     """A standardised L2 logistic regression: one-vs-rest sigmoids or a multinomial softmax.
 
     Parameters
@@ -107,7 +107,6 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, c: float, multi_label: bool,
     c : float
         Inverse regularisation strength.
     multi_label : bool
-    class_weight : {None, "balanced"}
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -116,13 +115,13 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, c: float, multi_label: bool,
     if multi_label:
         weights, biases = [], []
         for j in range(y.shape[1]):
-            lr = LogisticRegression(C=c, max_iter=5000, class_weight=class_weight)
+            lr = LogisticRegression(C=c, max_iter=5000)
             lr.fit(z, y[:, j])
             weights.append(lr.coef_[0])
             biases.append(lr.intercept_[0])
         layer = Layer(np.array(weights).T, np.array(biases))
         return DenseHead((_fold_scaler(layer, mean, std),), "sigmoid")
-    lr = LogisticRegression(C=c, max_iter=5000, class_weight=class_weight).fit(z, y)
+    lr = LogisticRegression(C=c, max_iter=5000).fit(z, y)
     if list(lr.classes_) != list(range(len(lr.classes_))):
         raise ValueError("every class must occur in the training data")
     return DenseHead((_fold_scaler(Layer(lr.coef_.T.copy(), lr.intercept_.copy()), mean, std),),
@@ -146,36 +145,26 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, alpha: float, multi_label: bool,
     return DenseHead((first, Layer(w2, b2)), "sigmoid" if multi_label else "softmax")
 
 
-def calibrate(head: DenseHead, clips: Sequence[np.ndarray], y: np.ndarray,
-              weight_negative: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def calibrate_logits(logits: Sequence[np.ndarray], y: np.ndarray,
+                     fit_scale: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Per-label Platt scaling of a sigmoid head, fitted on the clip-averaged probabilities.
 
     Finds ``a, b`` per label minimising the cross-entropy of
-    ``mean_clips(sigmoid(a * logit + b))`` against ``y``. Fit it on out-of-fold heads (each
+    ``mean_clips(sigmoid(a * logit + b))`` against ``y``. Fit it on out-of-fold logits (each
     track scored by a head that did not see it) so it corrects what unseen music gets.
 
     Parameters
     ----------
-    head : DenseHead
-        Sigmoid head (its logits are the inputs to the calibration).
-    clips : sequence of np.ndarray
-        Clip embeddings per track.
+    logits : sequence of np.ndarray
+        Per track, the head's clip logits ``[n_clips, n_labels]``.
     y : np.ndarray [shape=(n_tracks, n_labels)]
-    weight_negative : float
-        Weight of a negative track in the fit (1: plain calibration).
+    fit_scale : bool
+        False: only the shift is fitted (the scale stays 1).
 
     Returns
     -------
     scale, shift : np.ndarray [shape=(n_labels,)]
     """
-    logits = [head.logits(c) for c in clips]
-    return calibrate_logits(logits, y, weight_negative)
-
-
-def calibrate_logits(logits: Sequence[np.ndarray], y: np.ndarray, weight_negative: float = 1.0,
-                     fit_scale: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`calibrate` from per-track clip logits ``[n_clips, n_labels]``; with
-    ``fit_scale`` False only the shift is fitted (the scale stays 1)."""
     from scipy.optimize import minimize
 
     n_labels = y.shape[1]
@@ -187,16 +176,14 @@ def calibrate_logits(logits: Sequence[np.ndarray], y: np.ndarray, weight_negativ
         target = y[:, j]
         if target.min() == target.max():
             continue  # nothing to calibrate against
-        weights = np.where(target > 0, 1.0, weight_negative)
 
-        def loss(ab: np.ndarray, j: int = j, target: np.ndarray = target,
-                 weights: np.ndarray = weights) -> float:
+        def loss(ab: np.ndarray, j: int = j, target: np.ndarray = target) -> float:
             a = ab[0] if fit_scale else 1.0
-            p = _activate(a * stacked[:, j] + ab[-1], "sigmoid")
+            p = activate(a * stacked[:, j] + ab[-1], "sigmoid")
             mean = np.bincount(owner, p) / lengths
             mean = np.clip(mean, 1e-7, 1 - 1e-7)
             ce = -(target * np.log(mean) + (1 - target) * np.log(1 - mean))
-            return float(np.sum(weights * ce) / np.sum(weights) + 1e-4 * (a - 1) ** 2)
+            return float(np.mean(ce) + 1e-4 * (a - 1) ** 2)
 
         start = np.array([1.0, 0.0]) if fit_scale else np.array([0.0])
         best = minimize(loss, start, method="Nelder-Mead",

@@ -57,7 +57,7 @@ class Container(Protocol):
         """Predicted genres as this container stores them (an ID3v2.3 tag splits them)."""
 
     def set_genres(self, genres: list[str]) -> None:
-        """Replace the genres (in memory)."""
+        """Replace the genres (in memory); an empty list removes the field."""
 
     def set_mood(self, mood: str) -> None:
         """Replace the mood (in memory)."""

@@ -162,6 +162,9 @@ def _encoding(version: int) -> Encoding:
 
 
 def _put_genres(tags: ID3Tags, genres: list[str], version: int, sep: str) -> None:
+    if not genres:  # no empty TCON frame: readers would show an empty genre
+        tags.delall("TCON")
+        return
     text = [sep.join(genres)] if version == 3 else list(genres)
     tags.setall("TCON", [TCON(encoding=_encoding(version), text=text)])
 

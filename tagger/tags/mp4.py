@@ -33,8 +33,11 @@ class MP4Container(TagBlock):
         return FileTags(genres, next((v for v in moods if v), None))
 
     def set_genres(self, genres: list[str]) -> None:
-        """Replace the genres (in memory)."""
-        self.file.tags[GENRE] = list(genres)
+        """Replace the genres (in memory); none removes the atom."""
+        if genres:
+            self.file.tags[GENRE] = list(genres)
+        elif GENRE in self.file.tags:
+            del self.file.tags[GENRE]
 
     def set_mood(self, mood: str) -> None:
         """Replace the mood (in memory)."""

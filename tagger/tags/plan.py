@@ -132,14 +132,15 @@ def plan_tags(
         What the file holds now (:func:`read_tags`).
     genres : list of str
         Predicted genres, most probable first. Values are stripped; empty ones and
-        case-insensitive repeats are dropped. An empty list leaves the field alone.
+        case-insensitive repeats are dropped. An empty list leaves the user's genres alone
+        (genreml's own old ones, with ``own``, are still taken out).
     mood : str or None
         Predicted mood; ``None`` (or blank) leaves the field alone.
     policy : str or Policy
         ``"fill"``, ``"merge"`` or ``"force"`` for both fields, or a :class:`Policy`.
     own : FileTags, optional
         What genreml itself wrote into the file last time (its previous result's decision):
-        in a field with a prediction, these values are taken out of ``current`` first
+        these genres (and, when a mood is predicted, this mood) are taken out of ``current`` first
         (:func:`own_values_removed`), so the policy weighs only the user's values. None (a
         file genreml never tagged): nothing is taken out.
 
@@ -155,8 +156,9 @@ def plan_tags(
     predicted = _clean(genres or [])
     new_mood = next(iter(_clean([mood] if mood is not None else [])), None)
     users = own_values_removed(current, own) if own is not None else current
-    # an empty prediction leaves its field alone, genreml's old values included
-    genre_base = users.genres if predicted else current.genres
+    # An empty prediction leaves the user's genres alone, but not genreml's own: a new model
+    # that decides no genre takes back what the old one wrote (v1's "Pop/Rock" must not stay)
+    genre_base = users.genres if predicted or own is not None else current.genres
     mood_base = users.mood if new_mood is not None else current.mood
     return TagPlan(
         FieldPlan("genre", list(current.genres),

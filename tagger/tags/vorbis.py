@@ -38,8 +38,11 @@ class VorbisContainer(TagBlock):
         return FileTags(genres, mood)
 
     def set_genres(self, genres: list[str]) -> None:
-        """Replace the genres (in memory), one ``GENRE`` field each."""
-        self.file.tags[GENRE] = list(genres)
+        """Replace the genres (in memory), one ``GENRE`` field each; none removes them."""
+        if genres:
+            self.file.tags[GENRE] = list(genres)
+        elif GENRE in self.file.tags:
+            del self.file.tags[GENRE]
 
     def set_mood(self, mood: str) -> None:
         """Replace the mood (in memory)."""

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ..evaluate import multi_label_metrics, single_label_metrics
+from ..evaluate import DEFAULT_THRESHOLD, multi_label_metrics, single_label_metrics
 from ..head_selection import (Candidate, Scored, folds_by_group, genre_candidates,
                               mood_candidates, score_candidates)
 from ..heads import DenseHead, clip_average, track_means
@@ -19,7 +19,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Choice", "DEFAULT_THRESHOLD", "choose", "classical_shift", "cross_fit_threshold"]
 
-DEFAULT_THRESHOLD = 0.2
 THRESHOLDS = (0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
 # A false Classical costs more than a missed one: it is written where the head's own
 # probability reaches this, not at the shared threshold.

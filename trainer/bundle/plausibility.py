@@ -34,10 +34,15 @@ def soundtrack_shares(model: Path, root: Path) -> dict[str, dict]:
     from tagger.model import load_models
     from tagger.predict import Analyzer
 
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no soundtracks folder (python bench/soundtracks.py)")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and p.name.rsplit("-", 1)[-1]
+                     in KIND_LABELS)
+    if not folders:
+        raise ValueError(f"{root}: no NAME-KIND soundtrack folders ({', '.join(KIND_LABELS)})")
     analyzer = Analyzer(load_models([model], device="cpu"))
     out: dict[str, dict] = {}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "debs"
-                         and p.name != "unpacked"):
+    for folder in folders:
         genres: collections.Counter[str] = collections.Counter()
         moods: collections.Counter[str] = collections.Counter()
         analysed, skipped, none = 0, [], 0
