@@ -61,15 +61,6 @@ def export(backbone_path: Path, genre, mood, genres: list[str], moods: list[str]
     return save_model(proto, out)
 
 
-def keep_labels(head, columns: list[int]):
-    """The sigmoid head restricted to ``columns`` (its last layer's columns are independent)."""
-    from trainer.heads import DenseHead, Layer
-
-    last = head.layers[-1]
-    return DenseHead((*head.layers[:-1], Layer(last.weight[:, columns], last.bias[columns])),
-                     head.activation)
-
-
 def build(args: argparse.Namespace) -> Path:
     from tagger.features import MUSICNN_FEATURES
     from trainer.bundle.card import write_card
@@ -109,7 +100,7 @@ def build(args: argparse.Namespace) -> Path:
         raise RuntimeError("no genre passed the vocabulary rule; nothing to ship")
     shipped = [corpus.genres.index(g) for g in report["shipped"]]
     args.out.mkdir(parents=True, exist_ok=True)
-    model = export(backbone_path, keep_labels(choice.genre, shipped), choice.mood,
+    model = export(backbone_path, choice.genre.columns(shipped), choice.mood,
                    report["shipped"], corpus.moods, choice.threshold,
                    args.out / f"{NAME}.onnx", provenance)
     record = {"name": NAME, "version": VERSION, "counts": corpus.counts,

@@ -175,3 +175,36 @@ def test_soundtrack_check_reads_real_files_and_vetoes_labels_off_their_kind(tmp_
     assert "game-ambient" in misfires(shares)["Classical"]
     assert misfires({"x-orchestral": shares["other-orchestral"]}) == {
         "Jazz": "written on 100% of x-orchestral"}
+
+
+def test_dropping_labels_keeps_the_others_exactly():
+    clips, x, y = _data()
+    head = fit_mlp(x, y, alpha=1.0, multi_label=True, hidden=8)
+    kept = head.columns([2, 0])
+    assert np.array_equal(kept.predict(x), head.predict(x)[:, [2, 0]])
+    with pytest.raises(ValueError):
+        fit_logistic(x, y.argmax(1), 1.0, multi_label=False).columns([0])
+
+
+SHARED = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED / "4q" / "metadata.csv").is_file(),
+                    reason="../shared/data (4Q, GTZAN classical) is not beside this clone")
+def test_default_corpus_split_keeps_artists_and_gtzan_blocks_apart():
+    from trainer.bundle.corpus import CLASSICAL, GTZAN_BLOCK, corpus_index
+
+    index = corpus_index(SHARED / "4q", SHARED / "gtzan-classical", seed=0)
+    parts = index.parts
+    groups = {name: set(p.groups) for name, p in parts.items()}
+    assert not groups["train"] & groups["validation"]
+    assert not groups["train"] & groups["test"] and not groups["validation"] & groups["test"]
+    assert index.genres[-1] == CLASSICAL
+    gtzan = {name: [g for g in p.groups if g.startswith("gtzan:")] for name, p in parts.items()}
+    assert not gtzan["validation"] and gtzan["train"] and gtzan["test"]
+    # GTZAN excerpts are Classical and nothing else, with no mood
+    for part in parts.values():
+        g = part.source == "gtzan"
+        assert (part.genres[g, -1] == 1).all() and (part.genres[g, :-1] == 0).all()
+        assert (part.mood[g] == -1).all() and (part.mood[~g] >= 0).all()
+    assert len(gtzan["test"]) % GTZAN_BLOCK == 0

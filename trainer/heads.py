@@ -57,6 +57,16 @@ class DenseHead:
         """Probabilities ``[n, n_labels]``."""
         return activate(self.logits(x), self.activation)
 
+    def columns(self, keep: Sequence[int]) -> DenseHead:
+        """The head with only the outputs ``keep`` (a sigmoid head's outputs are independent,
+        so each kept probability stays exactly what it was)."""
+        if self.activation != "sigmoid":
+            raise ValueError("only a sigmoid head's outputs can be dropped")
+        last = self.layers[-1]
+        keep = list(keep)
+        return DenseHead((*self.layers[:-1], Layer(last.weight[:, keep], last.bias[keep])),
+                         self.activation)
+
     def with_output(self, scale: np.ndarray, shift: np.ndarray) -> DenseHead:
         """The head whose last layer's logits become ``scale * logit + shift``."""
         last = self.layers[-1]
