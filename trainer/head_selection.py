@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from tagger.predict import aggregate
+
 from .evaluate import multi_label_metrics
 from .heads import DenseHead, activate, calibrate_logits, fit_logistic, fit_mlp, track_means
 
@@ -90,7 +92,7 @@ def averaged(logits: Sequence[np.ndarray], multi_label: bool,
     for z in logits:
         if scale is not None:
             z = z * scale + shift
-        out.append(activate(z, "sigmoid" if multi_label else "softmax").mean(axis=0))
+        out.append(aggregate(activate(z, "sigmoid" if multi_label else "softmax")))
     return np.stack(out)
 
 

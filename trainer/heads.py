@@ -19,6 +19,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from tagger.predict import aggregate
+
 __all__ = ["DenseHead", "Layer", "activate", "calibrate_logits", "clip_average", "fit_logistic",
            "fit_mlp", "head_to_onnx", "track_means"]
 
@@ -90,7 +92,7 @@ def track_means(clips: Sequence[np.ndarray]) -> np.ndarray:
 
 def clip_average(head: DenseHead, clips: Sequence[np.ndarray]) -> np.ndarray:
     """Track probabilities as the tagger computes them: the head on every clip, averaged."""
-    return np.stack([head.predict(c).mean(axis=0) for c in clips])
+    return np.stack([aggregate(head.predict(c)) for c in clips])
 
 
 def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

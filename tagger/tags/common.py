@@ -60,6 +60,17 @@ class TagBlock(abc.ABC):
         """Predicted genres as this container stores them: as they are."""
         return list(genres)
 
+    #: The key of a mapping-like tag block that holds one value per genre (Vorbis, MP4).
+    genre_key: str = ""
+
+    def set_genres(self, genres: list[str]) -> None:
+        """Replace the genres (in memory), one value each under :attr:`genre_key`; none
+        removes the field (an empty one would read as an empty genre). ID3 overrides it."""
+        if genres:
+            self.file.tags[self.genre_key] = list(genres)
+        elif self.genre_key in self.file.tags:
+            del self.file.tags[self.genre_key]
+
     @abc.abstractmethod
     def tag_others(self) -> list[str]:
         """A normalized dump of every tag that is not ours (a subclass's part of others)."""

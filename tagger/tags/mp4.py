@@ -23,6 +23,8 @@ MOOD = "----:com.apple.iTunes:MOOD"
 class MP4Container(TagBlock):
     """An m4a file's ``ilst`` (see :class:`.contract.Container`)."""
 
+    genre_key = GENRE
+
     def read(self) -> FileTags:
         """The genres and the mood stored in the file's ``ilst``."""
         tags = self.file.tags
@@ -31,13 +33,6 @@ class MP4Container(TagBlock):
         # counts as "a mood is there".
         moods = (bytes(v).decode("utf-8", "replace") for v in tags.get(MOOD, []))
         return FileTags(genres, next((v for v in moods if v), None))
-
-    def set_genres(self, genres: list[str]) -> None:
-        """Replace the genres (in memory); none removes the atom."""
-        if genres:
-            self.file.tags[GENRE] = list(genres)
-        elif GENRE in self.file.tags:
-            del self.file.tags[GENRE]
 
     def set_mood(self, mood: str) -> None:
         """Replace the mood (in memory)."""

@@ -30,19 +30,14 @@ _REWRITTEN_BLOCKS = (VCFLACDict.code, Padding.code)
 class VorbisContainer(TagBlock):
     """A FLAC, Ogg Vorbis or Ogg Opus file's comment (see :class:`.contract.Container`)."""
 
+    genre_key = GENRE
+
     def read(self) -> FileTags:
         """The genres and the mood stored in the file's comment."""
         tags = self.file.tags
         genres = [v for v in tags.get(GENRE, []) if v]
         mood = next((v for v in tags.get(MOOD, []) if v), None)
         return FileTags(genres, mood)
-
-    def set_genres(self, genres: list[str]) -> None:
-        """Replace the genres (in memory), one ``GENRE`` field each; none removes them."""
-        if genres:
-            self.file.tags[GENRE] = list(genres)
-        elif GENRE in self.file.tags:
-            del self.file.tags[GENRE]
 
     def set_mood(self, mood: str) -> None:
         """Replace the mood (in memory)."""
