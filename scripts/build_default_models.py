@@ -7,9 +7,10 @@
 3. Choose the heads by cross-validation grouped by artist on the training side (logistic
    regressions, small MLPs, calibration), pick the family on validation, cross-fit the written
    threshold: :mod:`trainer.bundle.choose`. Refit on training + validation.
-4. Export backbone + heads as one ONNX file, measure it once on the test split through the
+4. Export the backbone and the heads, measure it once on the test split through the
    tagger itself (:mod:`trainer.bundle.report`), keep the genres that earn their place
-   (:class:`trainer.vocabulary.ShipRule`), and write ``tagger/models/genreml-4q.onnx``,
+   (:class:`trainer.vocabulary.ShipRule`), and write ``tagger/models/`` (the backbone
+   ``MSD_musicnn.onnx``, the heads ``genreml-4q-genre.onnx`` and ``genreml-4q-emotion.onnx``),
    ``MODEL_CARD.md`` and ``metrics.json``.
 5. With ``--soundtracks``, tag real Debian game soundtracks and publish per soundtrack the
    share of tracks per written label (:mod:`trainer.bundle.plausibility`).
@@ -39,10 +40,11 @@ log = logging.getLogger("build_default_models")
 
 def export(backbone_path: Path, genre, mood, genres: list[str], moods: list[str],
            threshold: float, out: Path, extra: dict[str, str]) -> Path:
-    """Backbone + both heads in one ONNX file with genreml metadata (display names)."""
+    """The backbone and one head file per task in folder ``out`` (display names in the
+    metadata); returns ``out``."""
     from tagger.features import MUSICNN_FEATURES
-    from tagger.model import HeadSpec, metadata_for
-    from trainer.export import join, save_model, set_metadata
+    from tagger.model import HeadSpec
+    from trainer.export import join, save_split
     from trainer.features_cache import OnnxBackbone
     from trainer.heads import head_to_onnx
     from trainer.musicnn import CLIP_SECONDS, SAMPLE_RATE
@@ -53,12 +55,10 @@ def export(backbone_path: Path, genre, mood, genres: list[str], moods: list[str]
                  {"genre": head_to_onnx(genre, "genre"), "emotion": head_to_onnx(mood, "emotion")})
     heads = [HeadSpec("genre", "genre", tuple(display_name(g) for g in genres), threshold),
              HeadSpec("emotion", "emotion", tuple(moods))]
-    meta = metadata_for(NAME, VERSION, SAMPLE_RATE, CLIP_SECONDS, MUSICNN_FEATURES, heads,
-                        backbone=backbone.metadata.get("genreml.backbone", "MSD_musicnn"),
-                        backbone_sha256=backbone.sha256, embedding=",".join(EMBEDDING),
-                        trainer="genreml scripts/build_default_models.py", **extra)
-    set_metadata(proto, meta)
-    return save_model(proto, out)
+    save_split(proto, out, backbone.metadata.get("genreml.backbone", "MSD_musicnn"), "1",
+               EMBEDDING, NAME, VERSION, SAMPLE_RATE, CLIP_SECONDS, MUSICNN_FEATURES, heads,
+               trainer="genreml scripts/build_default_models.py", **extra)
+    return out
 
 
 def build(args: argparse.Namespace) -> Path:
@@ -81,7 +81,7 @@ def build(args: argparse.Namespace) -> Path:
     choice = choose(corpus, args.seed)
     provenance = {"dataset": f"4q + gtzan-classical (seed {args.seed})", "seed": str(args.seed)}
     candidate = export(backbone_path, choice.genre, choice.mood, corpus.genres, corpus.moods,
-                       choice.threshold, args.work / "candidate.onnx", provenance)
+                       choice.threshold, args.work / "candidate", provenance)
     soundtracks, vetoes = None, {}
     if args.soundtracks:
         from trainer.bundle.plausibility import misfires, soundtrack_shares
@@ -102,7 +102,7 @@ def build(args: argparse.Namespace) -> Path:
     args.out.mkdir(parents=True, exist_ok=True)
     model = export(backbone_path, choice.genre.columns(shipped), choice.mood,
                    report["shipped"], corpus.moods, choice.threshold,
-                   args.out / f"{NAME}.onnx", provenance)
+                   args.out, provenance)
     record = {"name": NAME, "version": VERSION, "counts": corpus.counts,
               "splits": {k: len(getattr(corpus, k).paths)
                          for k in ("train", "validation", "test")},

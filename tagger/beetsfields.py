@@ -86,21 +86,20 @@ def label_fields(models: ModelSet, warn: Callable[[str], None] | None = None
     """
     fields: dict[tuple[str, str], str] = {}
     taken: dict[str, str] = {}
-    for model in models.models:
-        for head in model.heads:
-            for label in head.labels:
-                field = field_name(head.task, label)
-                if field == f"{PREFIXES[head.task]}_":
-                    message = f"label {label!r} has no field name; skipped"
-                elif field in taken:
-                    message = (f"labels {taken[field]!r} and {label!r} both map to {field}; "
-                               "keeping the first")
-                else:
-                    taken[field] = label
-                    fields[(head.task, label)] = field
-                    continue
-                if warn is not None:
-                    warn(message)
+    for head, _ in models.specs:
+        for label in head.labels:
+            field = field_name(head.task, label)
+            if field == f"{PREFIXES[head.task]}_":
+                message = f"label {label!r} has no field name; skipped"
+            elif field in taken:
+                message = (f"labels {taken[field]!r} and {label!r} both map to {field}; "
+                           "keeping the first")
+            else:
+                taken[field] = label
+                fields[(head.task, label)] = field
+                continue
+            if warn is not None:
+                warn(message)
     return fields
 
 

@@ -97,7 +97,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
             files = _files(args.paths)
 
         def work(path: Path) -> None:
-            outcome = tagger.tag(path, reanalyse=args.force or args.stale_only)
+            outcome = tagger.tag(path, reanalyse=args.force)
             counts.add(None if outcome.plan is None else outcome.plan.changed, outcome.source)
             if per_file:
                 console.result(format_outcome(outcome, args.dry_run))
@@ -210,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(also with -v)")
     add_write_options(p)
     p.add_argument("--stale-only", action="store_true",
-                   help="only files whose cached results came from older models")
+                   help="only files whose cached results came from older models; new heads "
+                   "re-tag them from their cached embeddings, without decoding (a new backbone "
+                   "decodes again)")
     p.add_argument("--cache", type=Path, default=None, help=cache_help)
     add_model_options(p)
     p.set_defaults(func=cmd_tag)

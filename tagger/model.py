@@ -1,27 +1,9 @@
-"""Self-describing ONNX models: load, validate their metadata, pick providers, run batches.
+"""Load a model folder: one backbone and the heads trained on it, with their sessions.
 
-A genreml model is one ONNX file. Its single input is a batch of log-mel patches
-``[batch, n_frames, n_mels]`` (float32); each output named in its metadata is a matrix of
-probabilities ``[batch, n_labels]`` for one task. Everything needed to feed and read it lives in
-``metadata_props``:
-
-===========================  ==============================================================
-key                          value
-===========================  ==============================================================
-``genreml.format``           ``"1"``
-``genreml.name``             model name, e.g. ``"4q-musicnn"``
-``genreml.version``          model version, e.g. ``"1.0.0"``
-``genreml.sample_rate``      audio rate in Hz the features are computed at, e.g. ``"16000"``
-``genreml.clip_seconds``     clip length in seconds, e.g. ``"3.0"``
-``genreml.features``         JSON of :class:`tagger.features.FeatureSettings`
-``genreml.heads``            JSON list, one object per output:
-                             ``{"output": name, "task": "genre"|"emotion",
-                             "labels": [...], "threshold": 0.2}`` (threshold: genre only)
-===========================  ==============================================================
-
-A file with two heads (genre and emotion over one backbone) runs the backbone once per clip.
-Its sessions are opened by :func:`tagger.onnxsession.open_session`, with the options every genreml
-session shares.
+The file format is :mod:`tagger.modelmeta`'s. A head names its backbone by sha256 and
+embedding layout; :func:`load_models` refuses a head whose backbone is absent or different.
+The backbone runs where the user asked (CUDA when present); heads are a few matrix products
+and always run on one CPU thread, so CPU and CUDA runs decide with the same head arithmetic.
 """
 
 from __future__ import annotations
@@ -38,79 +20,35 @@ import numpy as np
 import onnxruntime as ort
 
 from .features import FeatureSettings
-from .onnxsession import available_cores, open_session
-from .result import ModelIdentity, check_threshold
+from .modelmeta import (FORMAT_VERSION, PREFIX, TASKS, EmbeddingLayout, HeadSpec, ModelError,
+                        backbone_metadata, head_metadata, parse_heads, read_metadata)
+from .onnxsession import CPU, available_cores, open_session
+from .result import ModelIdentity
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "FORMAT_VERSION",
+    "PREFIX",
     "TASKS",
+    "Backbone",
+    "EmbeddingLayout",
+    "HeadModel",
     "HeadSpec",
     "ModelError",
     "ModelSet",
-    "OnnxModel",
+    "backbone_metadata",
     "choose_providers",
     "default_models_dir",
-    "load_model",
+    "file_sha256",
+    "head_metadata",
     "load_models",
-    "metadata_for",
 ]
 
-FORMAT_VERSION = "1"
-TASKS = ("genre", "emotion")
-PREFIX = "genreml."
-# Clips per onnxruntime call. Convolution activations dominate memory (about 25 MB per clip for
+# Clips per backbone call. Convolution activations dominate memory (about 25 MB per clip for
 # the default model); on 2 cores 8 was the fastest of 4/8/16/32 for both the default model and a
 # musicnn-sized one, at a third of the memory of 32.
 BATCH_SIZE = 8
-REQUIRED_KEYS = ("format", "name", "version", "sample_rate", "clip_seconds", "features", "heads")
-
-
-class ModelError(Exception):
-    """A model file that cannot be used, with a one-line reason."""
-
-
-@dataclasses.dataclass(frozen=True)
-class HeadSpec:
-    """One output of a model: which task it answers, with which labels."""
-
-    output: str
-    task: str
-    labels: tuple[str, ...]
-    threshold: float | None = None
-
-    def to_dict(self) -> dict:
-        out = {"output": self.output, "task": self.task, "labels": list(self.labels)}
-        if self.threshold is not None:
-            out["threshold"] = self.threshold
-        return out
-
-
-def metadata_for(
-    name: str,
-    version: str,
-    sample_rate: int,
-    clip_seconds: float,
-    features: FeatureSettings,
-    heads: Iterable[HeadSpec],
-    **extra: str,
-) -> dict[str, str]:
-    """The ``metadata_props`` dict that makes an ONNX file a genreml model.
-
-    ``extra`` entries are stored as ``genreml.<key>`` (e.g. provenance, metrics).
-    """
-    meta = {
-        "format": FORMAT_VERSION,
-        "name": name,
-        "version": version,
-        "sample_rate": str(int(sample_rate)),
-        "clip_seconds": repr(float(clip_seconds)),
-        "features": features.to_json(),
-        "heads": json.dumps([h.to_dict() for h in heads]),
-        **extra,
-    }
-    return {PREFIX + k: str(v) for k, v in meta.items()}
 
 
 def default_models_dir() -> Path:
@@ -122,7 +60,7 @@ def choose_providers(device: str = "auto") -> list[str]:
     """onnxruntime execution providers for ``device`` (``auto``, ``cpu`` or ``cuda``)."""
     available = ort.get_available_providers()
     if device == "cpu":
-        return ["CPUExecutionProvider"]
+        return list(CPU)
     if device == "cuda":
         if "CUDAExecutionProvider" not in available:
             raise ModelError(
@@ -134,39 +72,11 @@ def choose_providers(device: str = "auto") -> list[str]:
         raise ModelError(f"unknown device {device!r}; expected auto, cpu or cuda")
     if "CUDAExecutionProvider" in available:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
+    return list(CPU)
 
 
-def _parse_heads(raw: str) -> tuple[HeadSpec, ...]:
-    data = json.loads(raw)
-    if not isinstance(data, list) or not data:
-        raise ValueError("heads must be a non-empty JSON list")
-    heads = []
-    for item in data:
-        task = item.get("task")
-        if task not in TASKS:
-            raise ValueError(f"head task {task!r} is not one of {TASKS}")
-        labels = item.get("labels")
-        if (not isinstance(labels, list) or not labels
-                or not all(isinstance(x, str) and x for x in labels)):
-            raise ValueError(f"{task} head: labels must be a non-empty list of strings")
-        if len(set(labels)) != len(labels):
-            raise ValueError(f"{task} head: labels are not unique")
-        threshold = item.get("threshold")
-        if task == "genre":
-            if not isinstance(threshold, (int, float)):
-                raise ValueError("genre head: threshold must be a number in (0, 1)")
-            threshold = check_threshold(float(threshold), "genre head: threshold")
-        if not isinstance(item.get("output"), str):
-            raise ValueError(f"{task} head: output name missing")
-        heads.append(HeadSpec(item["output"], task, tuple(labels), threshold))
-    tasks = [h.task for h in heads]
-    if len(set(tasks)) != len(tasks):
-        raise ValueError("one head per task")
-    return tuple(heads)
-
-
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes (how a head names its backbone)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -174,20 +84,33 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _static(dim: object) -> int | None:
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
 @dataclasses.dataclass
-class OnnxModel:
-    """A validated genreml ONNX model and its inference session."""
+class _Session:
+    """An ONNX file with its identity and session."""
 
     path: Path
     identity: ModelIdentity
-    sample_rate: int
-    clip_seconds: float
-    features: FeatureSettings
-    heads: tuple[HeadSpec, ...]
     session: ort.InferenceSession
-    input_name: str
+    embedding: EmbeddingLayout
+    threads: int
+
+    @property
+    def input_name(self) -> str:
+        return self.session.get_inputs()[0].name
+
+
+@dataclasses.dataclass
+class Backbone(_Session):
+    """The one backbone of a model folder: log-mel patches in, clip embeddings out."""
+
+    sample_rate: int = 16000
+    clip_seconds: float = 3.0
+    features: FeatureSettings = dataclasses.field(default_factory=FeatureSettings)
     batch_size: int = BATCH_SIZE
-    threads: int = 1
     _fewer_threads: dict[int, ort.InferenceSession] = dataclasses.field(
         default_factory=dict, repr=False, compare=False)
     _lock: threading.Lock = dataclasses.field(
@@ -217,135 +140,196 @@ class OnnxModel:
                 self._fewer_threads[threads] = open_session(self.path, threads)
             return self._fewer_threads[threads]
 
-    def run(self, mel: np.ndarray, threads: int | None = None) -> dict[str, np.ndarray]:
-        """Probabilities per task for log-mel patches ``[n, n_frames, n_mels]``, using at most
-        ``threads`` CPU threads (default: the model's :attr:`threads`).
-
-        Returns
-        -------
-        dict
-            task -> float32 array ``[n, n_labels]``.
-        """
+    def embed(self, mel: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """Clip embeddings ``[n, dim]`` (float32) of log-mel patches ``[n, n_frames, n_mels]``,
+        with at most ``threads`` CPU threads (default: all the backbone's)."""
         session = self.session_for(threads)
-        outputs = [h.output for h in self.heads]
-        parts: dict[str, list[np.ndarray]] = {h.task: [] for h in self.heads}
+        out = [np.zeros((0, self.embedding.dim), np.float32)]
         for start in range(0, len(mel), self.batch_size):
-            chunk = np.ascontiguousarray(mel[start : start + self.batch_size], dtype=np.float32)
-            for head, out in zip(self.heads, session.run(outputs, {self.input_name: chunk})):
-                parts[head.task].append(np.asarray(out, dtype=np.float32).reshape(len(chunk), -1))
-        return {
-            task: (np.concatenate(p) if p else np.zeros((0, len(h.labels)), np.float32))
-            for (task, p), h in zip(parts.items(), self.heads)
-        }
+            chunk = np.ascontiguousarray(mel[start:start + self.batch_size], dtype=np.float32)
+            (emb,) = session.run([self.embedding.output], {self.input_name: chunk})
+            out.append(np.asarray(emb, dtype=np.float32).reshape(len(chunk), -1))
+        return np.concatenate(out)
 
 
-def _static(dim: object) -> int | None:
-    return dim if isinstance(dim, int) and dim > 0 else None
+@dataclasses.dataclass
+class HeadModel(_Session):
+    """A head file: clip embeddings in, per-task probabilities out."""
+
+    heads: tuple[HeadSpec, ...] = ()
+    backbone_sha256: str = ""
+
+    def run(self, embeddings: np.ndarray) -> dict[str, np.ndarray]:
+        """Probabilities per task, ``[n, n_labels]`` float32, of embeddings ``[n, dim]``."""
+        x = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if not len(x):
+            return {h.task: np.zeros((0, len(h.labels)), np.float32) for h in self.heads}
+        outs = self.session.run([h.output for h in self.heads], {self.input_name: x})
+        return {h.task: np.asarray(o, dtype=np.float32).reshape(len(x), -1)
+                for h, o in zip(self.heads, outs)}
 
 
-def load_model(
-    path: str | Path, device: str = "auto", threads: int | None = None,
-    batch_size: int = BATCH_SIZE,
-) -> OnnxModel:
-    """Load and validate one genreml ONNX model.
+def _identity(own: dict[str, str], sha256: str) -> ModelIdentity:
+    return ModelIdentity(own["name"], own["version"], sha256)
 
-    Raises
-    ------
-    ModelError
-        When the file is not an ONNX model or its metadata is missing or inconsistent.
-    """
-    path = Path(path)
-    threads = threads or available_cores()
+
+def _open(path: Path, threads: int, providers: list[str]) -> tuple[ort.InferenceSession, dict]:
     try:
-        providers = choose_providers(device)
         session = open_session(path, threads, providers)
-    except ModelError:
-        raise
     except Exception as err:
-        raise ModelError(f"{path.name}: not a loadable ONNX model ({str(err).splitlines()[0]})") \
+        raise ModelError(f"{path.name}: not a loadable ONNX model "
+                         f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") \
             from err
-    meta = session.get_modelmeta().custom_metadata_map
-    missing = [PREFIX + k for k in REQUIRED_KEYS if PREFIX + k not in meta]
-    if missing:
-        raise ModelError(f"{path.name}: not a genreml model, metadata missing {', '.join(missing)}")
+    return session, read_metadata(path.name, session.get_modelmeta().custom_metadata_map)
+
+
+def _backbone(path: Path, session: ort.InferenceSession, own: dict[str, str], sha256: str,
+              threads: int, batch_size: int) -> Backbone:
+    sample_rate = int(own["sample_rate"])
+    clip_seconds = float(own["clip_seconds"])
+    if sample_rate <= 0 or clip_seconds <= 0:
+        raise ValueError("sample_rate and clip_seconds must be positive")
+    features = FeatureSettings.from_dict(json.loads(own["features"]))
+    if features.fmax > sample_rate / 2:
+        raise ValueError(f"fmax {features.fmax} is above Nyquist for {sample_rate} Hz")
+    embedding = EmbeddingLayout.from_json(own["embedding"])
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or len(inputs[0].shape) != 3:
+        raise ValueError("a backbone has one input [batch, frames, mels]")
+    shape = inputs[0].shape
+    for got, want, what in ((shape[1], features.n_frames, "frames"),
+                            (shape[2], features.n_mels, "mel bands")):
+        if _static(got) is not None and got != want:
+            raise ValueError(f"input has {got} {what}, features say {want}")
+    outputs = {o.name: o.shape for o in session.get_outputs()}
+    if embedding.output not in outputs:
+        raise ValueError(f"no output named {embedding.output!r}")
+    width = _static(outputs[embedding.output][-1])
+    if width is not None and width != embedding.dim:
+        raise ValueError(f"embedding output has {width} values, metadata says {embedding.dim}")
+    return Backbone(path, _identity(own, sha256), session, embedding, threads, sample_rate,
+                    clip_seconds, features, batch_size)
+
+
+def _head(path: Path, session: ort.InferenceSession, own: dict[str, str],
+          sha256: str) -> HeadModel:
+    heads = parse_heads(own["heads"])
+    embedding = EmbeddingLayout.from_json(own["embedding"])
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or len(inputs[0].shape) != 2:
+        raise ValueError("a head has one input [batch, dim]")
+    if _static(inputs[0].shape[1]) not in (None, embedding.dim):
+        raise ValueError(f"input has {inputs[0].shape[1]} values, embedding says {embedding.dim}")
+    outputs = {o.name: o.shape for o in session.get_outputs()}
+    for head in heads:
+        if head.output not in outputs:
+            raise ValueError(f"{head.task} head: no output named {head.output!r}")
+        width = _static(outputs[head.output][-1]) if outputs[head.output] else None
+        if width is not None and width != len(head.labels):
+            raise ValueError(
+                f"{head.task} head: output has {width} values but {len(head.labels)} labels")
+    return HeadModel(path, _identity(own, sha256), session, embedding, 1, heads,
+                     own["backbone_sha256"])
+
+
+def _load(path: Path, providers: list[str], threads: int, batch_size: int,
+          ) -> Backbone | HeadModel:
+    """One validated file: a backbone on ``providers``, heads on one CPU thread."""
+    session, own = _open(path, threads, providers)
+    sha256 = file_sha256(path)
     try:
-        if meta[PREFIX + "format"] != FORMAT_VERSION:
-            raise ValueError(f"metadata format {meta[PREFIX + 'format']!r} is not supported")
-        sample_rate = int(meta[PREFIX + "sample_rate"])
-        clip_seconds = float(meta[PREFIX + "clip_seconds"])
-        if sample_rate <= 0 or clip_seconds <= 0:
-            raise ValueError("sample_rate and clip_seconds must be positive")
-        features = FeatureSettings.from_dict(json.loads(meta[PREFIX + "features"]))
-        if features.fmax > sample_rate / 2:
-            raise ValueError(f"fmax {features.fmax} is above Nyquist for {sample_rate} Hz")
-        heads = _parse_heads(meta[PREFIX + "heads"])
-        inputs = session.get_inputs()
-        if len(inputs) != 1:
-            raise ValueError(f"expected one input, found {len(inputs)}")
-        shape = inputs[0].shape
-        if len(shape) != 3:
-            raise ValueError(f"input must be [batch, frames, mels], found {shape}")
-        for got, want, what in ((shape[1], features.n_frames, "frames"),
-                                (shape[2], features.n_mels, "mel bands")):
-            if _static(got) is not None and got != want:
-                raise ValueError(f"input has {got} {what}, features say {want}")
-        outputs = {o.name: o.shape for o in session.get_outputs()}
-        for head in heads:
-            if head.output not in outputs:
-                raise ValueError(f"{head.task} head: no output named {head.output!r}")
-            width = _static(outputs[head.output][-1]) if outputs[head.output] else None
-            if width is not None and width != len(head.labels):
-                raise ValueError(
-                    f"{head.task} head: output has {width} values but {len(head.labels)} labels"
-                )
+        if own["kind"] == "backbone":
+            return _backbone(path, session, own, sha256, threads, batch_size)
+        if providers != list(CPU) or threads != 1:  # a head is tiny: re-opening costs little
+            session, own = _open(path, 1, list(CPU))
+        return _head(path, session, own, sha256)
     except (ValueError, KeyError, TypeError, json.JSONDecodeError) as err:
         raise ModelError(f"{path.name}: inconsistent genreml metadata: {err}") from err
-    identity = ModelIdentity(meta[PREFIX + "name"], meta[PREFIX + "version"], _sha256(path))
-    return OnnxModel(path, identity, sample_rate, clip_seconds, features, heads, session,
-                     inputs[0].name, batch_size, threads)
 
 
 @dataclasses.dataclass
 class ModelSet:
-    """The models one analysis runs: at most one head per task, one sample rate and clip."""
+    """What one analysis runs: the backbone, and at most one head per task on it."""
 
-    models: list[OnnxModel]
+    backbone: Backbone
+    heads: list[HeadModel]
 
     def __post_init__(self) -> None:
-        if not self.models:
-            raise ModelError("no models to run")
+        if not self.heads:
+            raise ModelError("no head models to run")
         seen: dict[str, Path] = {}
-        for m in self.models:
+        for m in self.heads:
             for h in m.heads:
                 if h.task in seen:
                     raise ModelError(
-                        f"two {h.task} models: {seen[h.task].name} and {m.path.name}; keep one"
-                    )
+                        f"two {h.task} heads: {seen[h.task].name} and {m.path.name}; keep one")
                 seen[h.task] = m.path
-        first = self.models[0]
-        for m in self.models[1:]:
-            if (m.sample_rate, m.clip_seconds) != (first.sample_rate, first.clip_seconds):
-                raise ModelError(
-                    f"{m.path.name} wants {m.sample_rate} Hz / {m.clip_seconds} s clips but "
-                    f"{first.path.name} wants {first.sample_rate} Hz / {first.clip_seconds} s"
-                )
+            _check_pair(self.backbone, m)
 
     @property
     def sample_rate(self) -> int:
-        return self.models[0].sample_rate
+        return self.backbone.sample_rate
 
     @property
     def clip_seconds(self) -> float:
-        return self.models[0].clip_seconds
+        return self.backbone.clip_seconds
 
     @property
     def identities(self) -> dict[str, ModelIdentity]:
-        """Model identity per task."""
-        return {h.task: m.identity for m in self.models for h in m.heads}
+        """Head identity per task (a head names its backbone, so this keys results)."""
+        return {h.task: m.identity for m in self.heads for h in m.heads}
+
+    @property
+    def specs(self) -> list[tuple[HeadSpec, ModelIdentity]]:
+        """Every head output with the identity of its file, in file order."""
+        return [(h, m.identity) for m in self.heads for h in m.heads]
 
     @property
     def providers(self) -> list[str]:
-        return self.models[0].providers
+        return self.backbone.providers
+
+    def apply_heads(self, embeddings: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-task clip probabilities ``[n, n_labels]`` of clip embeddings ``[n, dim]``."""
+        out: dict[str, np.ndarray] = {}
+        for m in self.heads:
+            out.update(m.run(embeddings))
+        return out
+
+
+def _check_pair(backbone: Backbone, head: HeadModel) -> None:
+    if head.backbone_sha256 != backbone.identity.sha256:
+        raise ModelError(
+            f"{head.path.name} was trained on another backbone (sha256 "
+            f"{head.backbone_sha256[:12]}) than {backbone.path.name} "
+            f"({backbone.identity.sha256[:12]}): use the backbone it names")
+    if head.embedding != backbone.embedding:
+        raise ModelError(f"{head.path.name} expects embedding {head.embedding.to_json()}, "
+                         f"{backbone.path.name} gives {backbone.embedding.to_json()}")
+
+
+def _files(source: str | Path | Iterable[str | Path] | None) -> list[Path]:
+    if source is None:
+        source = default_models_dir()
+    if not isinstance(source, (str, Path)):
+        return [Path(p) for p in source]
+    source = Path(source)
+    if source.is_dir():
+        files = sorted(source.glob("*.onnx"))
+        if not files:
+            raise ModelError(f"no .onnx models in {source}")
+        return files
+    if source.is_file():
+        return [source]
+    raise ModelError(f"no such model file or folder: {source}")
+
+
+def _find_backbone(sha256: str, heads: list[HeadModel], seen: set[Path]) -> Path | None:
+    """A file next to one of ``heads`` whose sha256 is ``sha256``."""
+    for folder in dict.fromkeys(m.path.parent for m in heads):
+        for candidate in sorted(folder.glob("*.onnx")):
+            if candidate not in seen and file_sha256(candidate) == sha256:
+                return candidate
+    return None
 
 
 def load_models(
@@ -354,19 +338,38 @@ def load_models(
     threads: int | None = None,
     batch_size: int = BATCH_SIZE,
 ) -> ModelSet:
-    """Load every ``*.onnx`` of a folder (default: the bundled models), or the given files."""
-    if source is None:
-        source = default_models_dir()
-    if isinstance(source, (str, Path)):
-        source = Path(source)
-        if source.is_dir():
-            files = sorted(source.glob("*.onnx"))
-            if not files:
-                raise ModelError(f"no .onnx models in {source}")
-        elif source.is_file():
-            files = [source]
-        else:
-            raise ModelError(f"no such model file or folder: {source}")
-    else:
-        files = [Path(p) for p in source]
-    return ModelSet([load_model(f, device, threads, batch_size) for f in files])
+    """Load a model folder (default: the bundled models), a head file, or several files.
+
+    Heads need their backbone: the one given, or the file beside them whose sha256 they name.
+    Backbones no head uses are left unopened or ignored.
+
+    Raises
+    ------
+    ModelError
+        A file that is not a genreml model, no head, heads of different backbones, or a head
+        whose backbone is absent or different.
+    """
+    threads = threads or available_cores()
+    providers = choose_providers(device)
+    files = _files(source)
+    loaded = [_load(p, providers, threads, batch_size) for p in files]
+    heads = [m for m in loaded if isinstance(m, HeadModel)]
+    if not heads:
+        raise ModelError(f"no head model among {', '.join(p.name for p in files)}")
+    wanted = {m.backbone_sha256 for m in heads}
+    if len(wanted) > 1:
+        raise ModelError(f"the heads {', '.join(m.path.name for m in heads)} belong to "
+                         f"different backbones; load one backbone's heads at a time")
+    (sha256,) = wanted
+    backbones = {m.identity.sha256: m for m in loaded if isinstance(m, Backbone)}
+    if sha256 not in backbones:
+        found = _find_backbone(sha256, heads, set(files))
+        if found is None:
+            others = "".join(f"; it was trained on another backbone than {b.path.name} "
+                             f"(sha256 {b.identity.sha256[:12]})" for b in backbones.values())
+            raise ModelError(
+                f"{heads[0].path.name}: its backbone (sha256 {sha256[:12]}) is not in "
+                f"{heads[0].path.parent}{others}; put the backbone file it was trained on "
+                f"beside it")
+        backbones[sha256] = _load(found, providers, threads, batch_size)
+    return ModelSet(backbones[sha256], heads)

@@ -14,13 +14,13 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .audio import ClipStream
-from .features import FeatureSettings, log_mel
+from .features import log_mel
 from .model import ModelSet
-from .result import HeadResult, TrackResult
+from .result import ClipEmbeddings, HeadResult, TrackResult
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Analyzer", "Prefetch", "aggregate"]
+__all__ = ["Analyzer", "Prefetch", "aggregate", "track_result"]
 
 T = TypeVar("T")
 # Feature batches decoded ahead of inference: the decoder refills this many when the queue is
@@ -109,17 +109,45 @@ class Prefetch(Generic[T]):
         self.close()
 
 
-class Analyzer:
-    """Analyse audio files with a :class:`~tagger.model.ModelSet`.
-
-    Decoding, resampling and features run in a background thread, ahead of inference. While
-    that thread computes, inference runs with one CPU thread fewer, so the two never fight
-    over a core; when it waits (queue full) or is done, inference takes every core.
+def track_result(models: ModelSet, path: str | Path, duration: float, starts: np.ndarray,
+                 embeddings: ClipEmbeddings, threshold: float | None = None,
+                 max_genres: int | None = None) -> TrackResult:
+    """A track's result from its clip embeddings: every head on every clip, then
+    :func:`aggregate`. The one function a fresh analysis and a re-heading both end in.
 
     Parameters
     ----------
     models : ModelSet
-        Loaded models (one per task at most).
+    path : str or Path
+    duration : float
+        Seconds.
+    starts : np.ndarray [shape=(n,)]
+        Clip starts in seconds.
+    embeddings : ClipEmbeddings
+        float16 ``[n, dim]`` clip embeddings of ``models.backbone``.
+    threshold, max_genres
+        See :class:`Analyzer`.
+    """
+    timelines = models.apply_heads(embeddings.clips.astype(np.float32))
+    heads = {spec.task: HeadResult(spec.task, list(spec.labels), aggregate(timelines[spec.task]),
+                                   timelines[spec.task], spec.threshold, identity)
+             for spec, identity in models.specs}
+    return TrackResult(str(path), float(duration), np.asarray(starts, dtype=np.float64), heads,
+                       threshold, max_genres, embeddings)
+
+
+class Analyzer:
+    """Analyse audio files with a :class:`~tagger.model.ModelSet`.
+
+    Decoding, resampling and features run in a background thread, ahead of the backbone.
+    While that thread computes, the backbone runs with one CPU thread fewer, so the two never
+    fight over a core; when it waits (queue full) or is done, the backbone takes every core.
+    The heads run once per track on its clip embeddings (:func:`track_result`).
+
+    Parameters
+    ----------
+    models : ModelSet
+        The backbone and its heads (one per task at most).
     hop_seconds : float, optional
         Distance between clip starts; default: the clip length (no overlap).
     threshold : float, optional
@@ -135,28 +163,21 @@ class Analyzer:
         self.threshold = threshold
         self.max_genres = max_genres
 
-    def features(self, clips: np.ndarray) -> dict[FeatureSettings, np.ndarray]:
-        """Log-mel patches of clips ``[n, samples]``, once per distinct feature setting."""
-        out: dict[FeatureSettings, np.ndarray] = {}
-        for model in self.models.models:
-            if model.features not in out:
-                out[model.features] = log_mel(clips, model.sample_rate, model.features)
-        return out
+    def features(self, clips: np.ndarray) -> np.ndarray:
+        """Log-mel patches ``[n, n_frames, n_mels]`` of clips ``[n, samples]``."""
+        return log_mel(clips, self.models.sample_rate, self.models.backbone.features)
 
-    def run_models(self, features: dict[FeatureSettings, np.ndarray],
-                   threads: int | None = None) -> dict[str, np.ndarray]:
-        """Per-task probabilities ``[n, n_labels]`` from :meth:`features`' output."""
-        out: dict[str, np.ndarray] = {}
-        for model in self.models.models:
-            out.update(model.run(features[model.features], threads))
-        return out
+    def embed(self, clips: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """float16 clip embeddings ``[n, dim]`` of clips ``[n, samples]`` at the models'
+        rate (rounded as the cache keeps them)."""
+        return self.models.backbone.embed(self.features(clips), threads).astype(np.float16)
 
     def predict_clips(self, clips: np.ndarray) -> dict[str, np.ndarray]:
         """Per-task probabilities ``[n, n_labels]`` for clips ``[n, samples]`` at the models'
         rate."""
-        return self.run_models(self.features(clips))
+        return self.models.apply_heads(self.embed(clips).astype(np.float32))
 
-    def _feature_batches(self, stream: ClipStream) -> Iterator[tuple[np.ndarray, dict]]:
+    def _feature_batches(self, stream: ClipStream) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for batch in stream:
             yield batch.starts, self.features(batch.clips)
 
@@ -169,27 +190,38 @@ class Analyzer:
         tagger.audio.AudioError
             The file cannot be decoded or holds no usable audio.
         """
-        models = self.models.models
+        backbone = self.models.backbone
         stream = ClipStream(path, self.models.sample_rate, self.models.clip_seconds,
-                            self.hop_seconds, batch_size=models[0].batch_size)
-        beside = max(m.threads for m in models) - 1  # threads to use while decoding runs
-        parts: dict[str, list[np.ndarray]] = {}
+                            self.hop_seconds, batch_size=backbone.batch_size)
+        beside = backbone.threads - 1  # threads to use while decoding runs
+        parts: list[np.ndarray] = []
         starts: list[np.ndarray] = []
         # numpy's BLAS would start threads of its own for the mel projection: keep it to one
         with threadpool_limits(limits=1, user_api="blas"), \
                 Prefetch(self._feature_batches(stream)) as batches:
-            for batch_starts, features in batches:
+            for batch_starts, mel in batches:
                 threads = beside if batches.working and beside >= 1 else None
-                for task, probs in self.run_models(features, threads).items():
-                    parts.setdefault(task, []).append(probs)
+                parts.append(backbone.embed(mel, threads).astype(np.float16))
                 starts.append(batch_starts)
                 if on_clips:
                     on_clips(len(batch_starts))
-        heads = {}
-        for model in models:
-            for head in model.heads:
-                timeline = np.concatenate(parts[head.task])
-                heads[head.task] = HeadResult(head.task, list(head.labels), aggregate(timeline),
-                                              timeline, head.threshold, model.identity)
-        return TrackResult(str(path), stream.duration, np.concatenate(starts), heads,
-                           self.threshold, self.max_genres)
+        embeddings = ClipEmbeddings(backbone.identity.sha256, np.concatenate(parts))
+        return track_result(self.models, path, stream.duration, np.concatenate(starts),
+                            embeddings, self.threshold, self.max_genres)
+
+    def rehead(self, path: str | Path, duration: float, starts: np.ndarray,
+               embeddings: ClipEmbeddings) -> TrackResult:
+        """A track's result from its cached clip embeddings, without its audio. Its
+        ``embedding`` is None: the cache holds it already.
+
+        Raises
+        ------
+        ValueError
+            The embeddings belong to another backbone.
+        """
+        if embeddings.backbone != self.models.backbone.identity.sha256:
+            raise ValueError("embeddings of another backbone")
+        result = track_result(self.models, path, duration, starts, embeddings,
+                              self.threshold, self.max_genres)
+        result.embedding = None
+        return result

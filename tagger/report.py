@@ -136,21 +136,23 @@ class RunCounts:
     """Files of one run, each counted once per axis.
 
     ``tagged``/``unchanged`` say what writing did (absent when nothing is written),
-    ``analysed``/``cached`` where the result came from (``cached`` includes files found again
-    after a move), ``skipped`` the silent files and ``failed`` the files that went wrong.
+    ``analysed``/``reheaded``/``cached`` where the result came from (``reheaded``: new heads
+    on cached embeddings, no decoding; ``cached`` includes files found again after a move),
+    ``skipped`` the silent files and ``failed`` the files that went wrong.
     """
 
     write: bool = True
     tagged: int = 0
     unchanged: int = 0
     analysed: int = 0
+    reheaded: int = 0
     cached: int = 0
     skipped: int = 0
     failed: int = 0
 
     def add(self, changed: bool | None, source: str) -> None:
         """Count one file that went through: ``changed`` is None when tags were not written;
-        ``source`` is ``analysed``, ``cache`` or ``moved``."""
+        ``source`` is ``analysed``, ``reheaded``, ``cache`` or ``moved``."""
         if changed is not None:
             if changed:
                 self.tagged += 1
@@ -158,15 +160,21 @@ class RunCounts:
                 self.unchanged += 1
         if source == "analysed":
             self.analysed += 1
+        elif source == "reheaded":
+            self.reheaded += 1
         else:
             self.cached += 1
 
     def line(self, dry_run: bool = False) -> str:
-        """``tagged 3, unchanged 0, analysed 3, cached 0, skipped 0, failed 0``."""
+        """``tagged 3, unchanged 0, analysed 3, cached 0, skipped 0, failed 0`` (with
+        ``reheaded N`` after ``analysed`` when there were any)."""
         parts = []
         if self.write:
             parts += [f"{'would tag' if dry_run else 'tagged'} {self.tagged}",
                       f"unchanged {self.unchanged}"]
-        parts += [f"analysed {self.analysed}", f"cached {self.cached}",
+        parts += [f"analysed {self.analysed}"]
+        if self.reheaded:
+            parts.append(f"reheaded {self.reheaded}")
+        parts += [f"cached {self.cached}",
                   f"skipped {self.skipped}", f"failed {self.failed}"]
         return ", ".join(parts)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_GENRE_THRESHOLD", "HeadResult", "ModelIdentity", "TrackResult",
+__all__ = ["DEFAULT_GENRE_THRESHOLD", "ClipEmbeddings", "HeadResult", "ModelIdentity", "TrackResult",
            "check_threshold", "decide_emotion", "decide_genres"]
 
 
@@ -89,6 +89,25 @@ def decide_emotion(labels: list[str], probs: np.ndarray) -> tuple[str, float]:
 
 
 @dataclasses.dataclass
+class ClipEmbeddings:
+    """The backbone's clip embeddings of one track, as the heads saw them.
+
+    ``clips`` is float16 ``[n_clips, dim]``: the analysis rounds the backbone's output to
+    float16 before any head runs, so heads applied later to the cached copy give exactly what
+    a fresh analysis gives. Track-level probabilities are the mean over clips of each head's
+    clip probabilities (:func:`tagger.predict.aggregate`), which needs the clips, not only
+    their mean; :attr:`pooled` (the clip mean, float16) is what personal heads learn from.
+    """
+
+    backbone: str  # the backbone file's sha256
+    clips: np.ndarray
+
+    @property
+    def pooled(self) -> np.ndarray:
+        return self.clips.astype(np.float32).mean(axis=0).astype(np.float16)
+
+
+@dataclasses.dataclass
 class TrackResult:
     """Everything known about one analysed track."""
 
@@ -98,6 +117,7 @@ class TrackResult:
     heads: dict[str, HeadResult]  # by task
     threshold: float | None = None  # overrides the genre model's own threshold
     max_genres: int | None = None
+    embedding: ClipEmbeddings | None = None  # set by an analysis, for the cache
 
     @property
     def clips(self) -> int:

@@ -45,7 +45,8 @@ class Outcome:
     """What happened to one file.
 
     ``source`` is where the result came from: ``cache`` (file unchanged), ``moved`` (found by
-    its audio fingerprint after a rename or move) or ``analysed``. ``plan`` is the tag change
+    its audio fingerprint after a rename or move), ``reheaded`` (new heads applied to the
+    cached embeddings of the unchanged file, no decoding) or ``analysed``. ``plan`` is the tag change
     (None when tags were not written).
     """
 
@@ -56,10 +57,10 @@ class Outcome:
 
     @property
     def status(self) -> str:
-        """``tagged`` (tags changed, or would in a dry run), ``unchanged`` or ``analysed``
-        (when not writing)."""
+        """``tagged`` (tags changed, or would in a dry run), ``unchanged``, or when not
+        writing ``analysed``, ``reheaded`` or ``cached``."""
         if self.plan is None:
-            return "cached" if self.source != "analysed" else "analysed"
+            return self.source if self.source in ("analysed", "reheaded") else "cached"
         return "tagged" if self.plan.changed else "unchanged"
 
 
@@ -124,7 +125,8 @@ class Tagger:
 
     def result_for(self, path: str | Path, reanalyse: bool = False
                    ) -> tuple[TrackResult, str]:
-        """The file's result and its source (``cache``, ``moved`` or ``analysed``).
+        """The file's result and its source (``cache``, ``moved``, ``reheaded`` or
+        ``analysed``).
 
         Raises
         ------
@@ -155,6 +157,11 @@ class Tagger:
             if not reanalyse:
                 result = self.cache.lookup(path, self.identities, stat=st)
                 source = "cache"
+            if result is None and not reanalyse:  # a new head: from the stored embeddings
+                stored = self.cache.embedding(path, self.models.backbone.identity.sha256, st)
+                if stored is not None:
+                    result = self.analyzer.rehead(path, *stored[:3])
+                    source, fp = "reheaded", stored.fingerprint
             if result is None:
                 fp = fingerprint(path)
                 if not reanalyse and self._unchanged(path, st):
@@ -167,7 +174,7 @@ class Tagger:
                 log.info("%s changed while it was analysed: analysing it again", path)
                 continue
             found = _Analysis(result, source, st, fp)
-            if source == "analysed":
+            if source in ("analysed", "reheaded"):
                 # before store() replaces the previous result (and resets "tagged")
                 found.own = self._own_values(path, result) if defer else None
                 found.stored = found.own is None

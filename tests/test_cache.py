@@ -551,14 +551,16 @@ def test_newer_schema_is_refused(tmp_path):
     assert sql(db, "PRAGMA user_version") == [(newer,)]
 
 
+NOW = cache_schema.SCHEMA_VERSION  # this release's schema: the tests below fake two more
+
+
 def _old_cache(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
-    """A cache written by the current release at schema 2, opened by a (fake) next release
-    whose SCHEMA_VERSION is 4."""
+    """A cache written by the current release at schema NOW, opened by a (fake) later release
+    whose SCHEMA_VERSION is NOW + 2."""
     db = tmp_path / "cache.db"
     with Cache(db) as c:
         path, _ = stored(tmp_path, c, "a.flac")
-    assert cache_schema.SCHEMA_VERSION == 2
-    monkeypatch.setattr(cache_schema, "SCHEMA_VERSION", 4)
+    monkeypatch.setattr(cache_schema, "SCHEMA_VERSION", NOW + 2)
     return db, path
 
 
@@ -574,11 +576,11 @@ def test_old_schema_is_migrated_step_by_step(tmp_path, monkeypatch):
         calls.append(2)
         conn.exec_driver_sql("UPDATE tracks SET note = 'migrated'")
 
-    monkeypatch.setattr(cache_schema, "MIGRATIONS", {3: fill_note, 2: add_note})
+    monkeypatch.setattr(cache_schema, "MIGRATIONS", {NOW + 1: fill_note, NOW: add_note})
     with Cache(db) as c:
         assert c.lookup(path, MODELS) is not None
     assert calls == [1, 2]
-    assert sql(db, "PRAGMA user_version") == [(4,)]
+    assert sql(db, "PRAGMA user_version") == [(NOW + 2,)]
     assert sql(db, "SELECT note FROM tracks") == [("migrated",)]
     Cache(db).close()
     assert calls == [1, 2]  # nothing to do the second time
@@ -591,20 +593,21 @@ def test_failed_migration_changes_nothing(tmp_path, monkeypatch):
         conn.exec_driver_sql("ALTER TABLE tracks ADD COLUMN note TEXT")
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(cache_schema, "MIGRATIONS", {2: add_then_fail, 3: lambda conn: None})
+    monkeypatch.setattr(cache_schema, "MIGRATIONS",
+                        {NOW: add_then_fail, NOW + 1: lambda conn: None})
     with pytest.raises(RuntimeError, match="disk on fire"):
         Cache(db)
-    assert sql(db, "PRAGMA user_version") == [(2,)]
+    assert sql(db, "PRAGMA user_version") == [(NOW,)]
     assert "note" not in [row[1] for row in sql(db, "PRAGMA table_info(tracks)")]
 
 
 def test_missing_migration_is_refused(tmp_path, monkeypatch):
     db, _ = _old_cache(tmp_path, monkeypatch)
     monkeypatch.setattr(cache_schema, "MIGRATIONS", {
-        2: lambda conn: conn.exec_driver_sql("ALTER TABLE tracks ADD COLUMN note TEXT")})
-    with pytest.raises(CacheVersionError, match="no migration from cache schema 3"):
+        NOW: lambda conn: conn.exec_driver_sql("ALTER TABLE tracks ADD COLUMN note TEXT")})
+    with pytest.raises(CacheVersionError, match=f"no migration from cache schema {NOW + 1}"):
         Cache(db)
-    assert sql(db, "PRAGMA user_version") == [(2,)]
+    assert sql(db, "PRAGMA user_version") == [(NOW,)]
     assert "note" not in [row[1] for row in sql(db, "PRAGMA table_info(tracks)")]
 
 
@@ -612,13 +615,41 @@ def test_schema_1_gains_the_tagged_column(tmp_path):
     db = tmp_path / "cache.db"
     with Cache(db) as c:
         path, _ = stored(tmp_path, c, "a.flac")
-    # as genreml with schema 1 left it: no tagged column
+    # as genreml with schema 1 left it: no tagged column, no embeddings table
     sql(db, "ALTER TABLE tracks DROP COLUMN tagged")
+    sql(db, "DROP TABLE embeddings")
     sql(db, "PRAGMA user_version = 1")
     with Cache(db) as c:
         assert c.lookup(path, MODELS) is not None
         assert c.summary() == {"tracks": 1, "tagged": 0, "stale": 0, "failed": 0}
-    assert sql(db, "PRAGMA user_version") == [(2,)]
+    assert sql(db, "PRAGMA user_version") == [(NOW,)]
+    assert sql(db, "SELECT count(*) FROM embeddings") == [(0,)]  # schema 3's table, empty
+
+
+def test_embeddings_round_trip_and_belong_to_one_backbone_and_stat(tmp_path, cache):
+    from tagger.result import ClipEmbeddings
+
+    path = audio_file(tmp_path, "a.flac")
+    result = make_result(path)
+    clips = np.random.default_rng(0).normal(size=(result.clips, 5)).astype(np.float16)
+    result.embedding = ClipEmbeddings("b" * 64, clips)
+    cache.store(result, FP_A)
+    got = cache.embedding(path, "b" * 64)
+    assert got is not None and got.fingerprint == FP_A and got.duration == result.duration
+    np.testing.assert_array_equal(got.embeddings.clips, clips)
+    np.testing.assert_array_equal(got.clip_starts, result.clip_starts)
+    pooled = sql(cache.path, "SELECT pooled FROM embeddings")[0][0]
+    np.testing.assert_array_equal(np.frombuffer(pooled, "<f2"), clips.astype(np.float32)
+                                  .mean(0).astype(np.float16))
+    assert cache.embedding(path, "c" * 64) is None  # another backbone's: stale
+    result.embedding = None
+    cache.store(result, FP_A)  # a re-heading keeps the stored embeddings
+    assert cache.embedding(path, "b" * 64) is not None
+    with open(path, "ab") as f:
+        f.write(b"\0")  # the file changed: its embeddings no longer describe it
+    assert cache.embedding(path, "b" * 64) is None
+    cache.remove(path)
+    assert sql(cache.path, "SELECT count(*) FROM embeddings") == [(0,)]
 
 
 def test_moved_match_needs_the_same_duration_and_size_class(tmp_path, cache):

@@ -120,7 +120,7 @@ def test_threshold_help_states_the_bundled_models_value(capsys):
 
     from tagger.model import default_models_dir
 
-    session = ort.InferenceSession(str(default_models_dir() / "genreml-4q.onnx"),
+    session = ort.InferenceSession(str(default_models_dir() / "genreml-4q-genre.onnx"),
                                    providers=["CPUExecutionProvider"])
     heads = json.loads(session.get_modelmeta().custom_metadata_map["genreml.heads"])
     bundled = next(h["threshold"] for h in heads if h["task"] == "genre")

@@ -24,21 +24,21 @@ def test_bundled_models_load_with_complete_metadata():
     assert sum(f.stat().st_size for f in files) <= 25 * 1024 * 1024
     models = load_models(device="cpu")
     assert set(models.identities) == {"genre", "emotion"}
-    assert len(models.models) == 1  # one file: the backbone runs once for both heads
-    model = models.models[0]
-    assert model.sample_rate == 16000 and model.clip_seconds == 3.0
-    assert model.features == MUSICNN_FEATURES
-    heads = {h.task: h for h in model.heads}
+    backbone = models.backbone  # one backbone: it runs once per clip for both heads
+    assert backbone.sample_rate == 16000 and backbone.clip_seconds == 3.0
+    assert backbone.features == MUSICNN_FEATURES
+    assert backbone.identity.name == "MSD_musicnn" and backbone.embedding.dim == 200
+    heads = {h.task: h for h, _ in models.specs}
     assert list(heads["emotion"].labels) == MOODS
     genres = heads["genre"].labels
     assert "Classical" in genres
     # one genre is one tag value: no separator that ID3v2.3 or a player splits on
     assert not [g for g in genres if has_separator(g)]
     assert 0.0 < heads["genre"].threshold < 1.0
-    assert model.identity.name == "genreml-4q" and model.identity.version == "2.0.0"
-    # one backbone, named by its digest, whose embedding the heads read
-    meta = model.session_for(1).get_modelmeta().custom_metadata_map
-    assert meta["genreml.backbone"] == "MSD_musicnn" and len(meta["genreml.backbone_sha256"]) == 64
+    for identity in models.identities.values():
+        assert identity.name == "genreml-4q" and identity.version == "2.0.0"
+    # each head names the backbone it was trained on by its digest
+    assert {m.backbone_sha256 for m in models.heads} == {backbone.identity.sha256}
     card = (default_models_dir() / "MODEL_CARD.md").read_text()
     metrics = json.loads((default_models_dir() / "metrics.json").read_text())
     # every shipped label passed the vocabulary rule on the test split, and the card says so

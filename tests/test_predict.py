@@ -113,16 +113,16 @@ def test_streamed_analysis_equals_clip_by_clip_prediction(tmp_path):
 
 def test_fewer_threads_is_a_second_session_with_the_same_outputs(tmp_path):
     model = load_models(om.musicnn_sized_model(tmp_path / "m.onnx"), device="cpu",
-                        threads=2).models[0]
+                        threads=2).backbone
     assert model.threads == 2 and model.session_for(None) is model.session
     assert model.session_for(2) is model.session and model.session_for(5) is model.session
     one = model.session_for(1)
     assert one is not model.session and model.session_for(1) is one  # built once
     assert one.get_session_options().intra_op_num_threads == 1
     mel = np.random.default_rng(0).uniform(0, 3, (3, 187, 96)).astype(np.float32)
-    full, single = model.run(mel), model.run(mel, threads=1)
-    for task in full:
-        np.testing.assert_allclose(full[task], single[task], atol=1e-5)
+    full, single = model.embed(mel), model.embed(mel, threads=1)
+    assert full.shape == (3, 256)
+    np.testing.assert_allclose(full, single, atol=1e-5)
 
 
 def test_prefetch_keeps_order_and_stops_when_full():

@@ -9,6 +9,7 @@ them in a few seconds. The musicnn path runs on a stand-in backbone built with o
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ from tagger.features import FeatureSettings
 from tagger.model import load_models
 from tagger.predict import Analyzer
 from tagger.cli import build_parser
-from trainer.export import ExportError, check_parity, combine, run_onnx
+from trainer.export import ExportError, check_parity, run_onnx
 from trainer.features_cache import ClipSpec, FeatureCache, OnnxBackbone
 from trainer.splits import read_splits
 
@@ -81,7 +82,7 @@ def cnn_run(tiny_set, cache_dir, tmp_path_factory) -> Path:
 def test_cnn_run_is_complete_and_well_above_chance(cnn_run):
     names = {p.name for p in cnn_run.iterdir()}
     assert {"config.json", "history.json", "metrics.json", "splits.json", "confusion.png",
-            "MODEL_CARD.md", "gtzan-genre-cnn.onnx"} <= names
+            "MODEL_CARD.md", "gtzan-genre-cnn.onnx", "gtzan-genre-cnn-backbone.onnx"} <= names
     metrics = json.loads((cnn_run / "metrics.json").read_text())
     test = metrics["test"]
     assert test["tracks"] == 6
@@ -100,7 +101,7 @@ def test_cnn_run_is_complete_and_well_above_chance(cnn_run):
 
 def test_exported_run_tags_new_files_without_tensorflow(cnn_run, tmp_path):
     models = load_models(cnn_run, device="cpu")
-    (head,) = models.models[0].heads
+    ((head, _),) = models.specs
     assert head.task == "genre" and set(head.labels) == set(CLASSES)
     analyzer = Analyzer(models)
     files = []
@@ -128,12 +129,12 @@ def test_evaluate_command_matches_the_run(cnn_run, capsys):
 
 
 def test_export_parity_is_enforced(cnn_run):
-    model = next(cnn_run.glob("*.onnx"))
+    model = cnn_run / "gtzan-genre-cnn-backbone.onnx"
     mel = np.random.default_rng(0).uniform(0, 3, (4, FEATURES.n_frames, FEATURES.n_mels))
     out = run_onnx(model, {"mel": mel})
     assert check_parity(model, {"mel": mel}, out) == 0.0
     with pytest.raises(ExportError):
-        check_parity(model, {"mel": mel}, {"genre": out["genre"] + 2e-4})
+        check_parity(model, {"mel": mel}, {"embedding": out["embedding"] + 2e-4})
 
 
 def test_cli_usage_errors(tiny_set, cnn_run, capsys):
@@ -216,23 +217,22 @@ def test_musicnn_heads_share_one_backbone(tiny_set, cache_dir, cnn_run, tmp_path
     assert metrics["emotion"]["test"] is None  # --no-test leaves the test split untouched
     assert not (runs["emotion"] / "confusion.png").exists()
     assert metrics["emotion"]["validation"]["accuracy"] >= 0.8
-    genre, emotion = (next(runs[t].glob("*.onnx")) for t in ("genre", "emotion"))
-    out = combine(genre, emotion, tmp_path / "combined" / "tiny.onnx")
-
-    models = load_models(out.parent, device="cpu")  # the folder holds one complete model
-    (model,) = models.models
-    assert [h.task for h in model.heads] == ["genre", "emotion"]
-    # the backbone runs once: one copy of its weights
-    names = [i.name for i in onnx.load(out).graph.initializer]
-    assert sum(name.endswith("w1") for name in names) == 1
+    # both runs wrote the same backbone file: one sha256, so their heads share one copy of it
+    genre_b, emotion_b = (runs[t] / "stand-in.onnx" for t in ("genre", "emotion"))
+    assert genre_b.read_bytes() == emotion_b.read_bytes()
+    folder = tmp_path / "together"
+    folder.mkdir()
+    shutil.copy(genre_b, folder)
+    for t in runs:
+        (head,) = [p for p in runs[t].glob("*.onnx") if p.name != "stand-in.onnx"]
+        shutil.copy(head, folder)
+    models = load_models(folder, device="cpu")
+    assert sorted(h.task for h, _ in models.specs) == ["emotion", "genre"]
     mel = np.random.default_rng(1).uniform(0, 3, (5, FEATURES.n_frames, FEATURES.n_mels))
-    both = run_onnx(out, {"mel": mel})
-    for task, path in (("genre", genre), ("emotion", emotion)):
-        np.testing.assert_allclose(both[task], run_onnx(path, {"mel": mel})[task], atol=1e-5)
+    emb = models.backbone.embed(mel)
+    probs = models.apply_heads(emb)
+    for task in runs:  # each head file is the head Keras trained
+        bare = run_onnx(runs[task] / "parts" / f"{task}_head.onnx", {"embedding": emb})[task]
+        np.testing.assert_allclose(probs[task], bare, atol=1e-5)
     result = Analyzer(models).analyze(write_audio(tmp_path / "x.wav", _signal("high", 7), SR))
     assert result.genres[0][0] == "high" and result.emotion[0] == "high"
-
-    with pytest.raises(ExportError):  # same task twice
-        combine(genre, genre, tmp_path / "bad.onnx")
-    with pytest.raises(ExportError):  # a cnn has no shared backbone
-        combine(next(cnn_run.glob("*.onnx")), emotion, tmp_path / "bad.onnx")

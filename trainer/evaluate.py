@@ -81,7 +81,7 @@ def track_probabilities(models: ModelSet, paths: Sequence[str | Path], task: str
             continue
         probs.append(result.heads[task].probs)
         kept.append(i)
-    width = next((len(h.labels) for m in models.models for h in m.heads if h.task == task), 0)
+    width = next((len(h.labels) for h, _ in models.specs if h.task == task), 0)
     return (np.stack(probs) if probs else np.zeros((0, width), np.float32)), kept
 
 
@@ -245,10 +245,9 @@ def align_labels(model_labels: Sequence[str], data_labels: Sequence[str],
 
 
 def _head(models: ModelSet, task: str) -> HeadSpec:
-    for model in models.models:
-        for head in model.heads:
-            if head.task == task:
-                return head
+    for head, _ in models.specs:
+        if head.task == task:
+            return head
     raise ValueError(f"no {task} head among the models")
 
 

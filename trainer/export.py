@@ -1,23 +1,22 @@
-"""Keras to ONNX, genreml metadata, parity checks, and backbone + heads in one graph.
+"""Keras to ONNX, genreml metadata, parity checks, and the backbone and head files.
 
-A genreml model is one ONNX file whose input is ``mel`` and whose outputs are named after their
-tasks (:mod:`tagger.model`). Two shapes come out of the trainer:
+A genreml model folder holds a backbone file (``mel`` in, ``embedding`` out) and head files
+(``embedding`` in, one output per task; :mod:`tagger.modelmeta`). Two shapes come out of the
+trainer, and both are written through :func:`save_split`:
 
-* a ``cnn`` model, converted whole from Keras (``tf2onnx``, opset 17);
-* a frozen backbone joined with one or more heads: the backbone's names get the prefix
-  ``backbone/``, each head's the prefix ``<task>/``, and the tensor between them is called
-  ``embedding`` (the chosen backbone outputs, flattened and concatenated). Because the junction
-  has a fixed name, two such models over the same backbone can later be cut at ``embedding``
-  and put together again with the backbone only once (:func:`combine`).
+* a ``cnn`` model, converted whole from Keras (``tf2onnx``, opset 17), cut before its last
+  dense layer: its backbone is specific to it;
+* a frozen backbone joined with one or more heads (:func:`join`): the backbone's names get the
+  prefix ``backbone/``, each head's the prefix ``<task>/``, and the tensor between them is
+  called ``embedding`` (the chosen backbone outputs, flattened and concatenated). Cut there, the
+  backbone file is the same for every head trained on it.
 
-Every export is checked: the ONNX outputs must match the reference (Keras, or the models being
-combined) on held-out inputs within :data:`PARITY_TOLERANCE`, or nothing is written.
+Every export is checked: the ONNX outputs must match the reference (Keras, or the joined graph)
+on held-out inputs within :data:`PARITY_TOLERANCE`, or nothing is written.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -28,7 +27,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from tagger.model import PREFIX, load_model, metadata_for
+from tagger.features import FeatureSettings
+from tagger.modelmeta import (PREFIX, EmbeddingLayout, HeadSpec, backbone_metadata,
+                               head_metadata, parse_heads)
 from tagger.onnxsession import open_session
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,13 +46,14 @@ __all__ = [
     "backbone_part",
     "bare_head",
     "check_parity",
-    "combine",
     "join",
     "keras_to_onnx",
     "parity_diffs",
     "run_onnx",
     "save_model",
+    "save_split",
     "set_metadata",
+    "split",
 ]
 
 OPSET = 17
@@ -314,83 +316,156 @@ def join(backbone: onnx.ModelProto, outputs: Sequence[str],
     return _attach(base, [bare_head(h, task) for task, h in heads.items()])
 
 
-# --------------------------------------------------------------------------- combine
+# --------------------------------------------------------------------------- split
 
 
-def _graph_digest(model: onnx.ModelProto) -> str:
-    """Digest of a graph's nodes and weights (not of its metadata)."""
-    return hashlib.sha256(model.graph.SerializeToString()).hexdigest()
+def _dense_input(model: onnx.ModelProto, output: str) -> str:
+    """The tensor feeding the last dense layer before ``output`` (a model trained whole, such
+    as the ``cnn``, has no ``embedding`` junction: its backbone is everything before that)."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    weights = {i.name for i in model.graph.initializer}
+    name = output
+    for _ in range(16):  # activation, bias, reshapes: a few steps back at most
+        node = producers.get(name)
+        if node is None:
+            break
+        if node.op_type in ("MatMul", "Gemm"):
+            return next(x for x in node.input if x not in weights)
+        name = next((x for x in node.input if x not in weights), "")
+    raise ExportError(f"no dense layer before {output!r} to cut the model at")
 
 
-def combine(genre_onnx: str | Path, emotion_onnx: str | Path, out: str | Path,
-            name: str | None = None, version: str | None = None,
-            check_inputs: np.ndarray | None = None) -> Path:
-    """Put a genre model and an emotion model that share one backbone into one ONNX file.
+def _describe(model: onnx.ModelProto, tensor: str) -> None:
+    """Give ``tensor`` a value info (the extractor needs one): shape inference's, or where it
+    finds no width (tf2onnx graphs), ``[batch, width]`` measured by running the graph once."""
+    graph = model.graph
+    if tensor in {v.name for v in (*graph.value_info, *graph.input, *graph.output)}:
+        return
+    inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    if tensor in inferred and _width(inferred[tensor]) is not None:
+        graph.value_info.append(inferred[tensor])
+        return
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.append(onnx.ValueInfoProto(name=tensor))
+    dims = [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
+    value = run_onnx(probe, {INPUT: np.zeros(dims, np.float32)}, [tensor])[tensor]
+    model.graph.value_info.append(helper.make_tensor_value_info(
+        tensor, TensorProto.FLOAT, ["batch", int(np.prod(value.shape[1:]))]))
 
-    Both must come from :func:`join` over the same backbone and embedding (their metadata names
-    the backbone's SHA-256, and the backbone subgraphs must be identical). The result runs the
-    backbone once and has both outputs; it must reproduce each source model's outputs within
-    :data:`PARITY_TOLERANCE`.
+
+def split(model: onnx.ModelProto, embedding: str | None = None
+          ) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """Cut a ``mel -> ... -> task outputs`` graph into a backbone and a head file.
 
     Parameters
     ----------
-    genre_onnx, emotion_onnx : str or Path
-        The two genreml models (any order of tasks is accepted; tasks must differ).
-    out : str or Path
-        Where to write the combined model.
-    name, version : str, optional
-        Model identity (default: ``<genre name>+<emotion name>`` and the genre model's version).
-    check_inputs : np.ndarray [shape=(n, n_frames, n_mels)], optional
-        Patches for the parity check (default: 8 random log-mel-like patches).
+    model : onnx.ModelProto
+        A graph from :func:`join` (cut at ``embedding``) or a model trained whole (cut before
+        its last dense layer).
+    embedding : str, optional
+        The tensor to cut at.
 
-    Raises
-    ------
-    ExportError
-        When the models do not share a backbone, answer the same task, or disagree on features.
+    Returns
+    -------
+    tuple of onnx.ModelProto
+        ``mel -> embedding`` and ``embedding -> outputs``, both without metadata.
     """
-    paths = [Path(genre_onnx), Path(emotion_onnx)]
-    loaded = [load_model(p, device="cpu") for p in paths]  # validates the genreml metadata
-    protos = [onnx.load(p) for p in paths]
-    metas = [_metadata(p) for p in protos]
-    heads = [h for m in loaded for h in m.heads]
-    if len({h.task for h in heads}) != len(heads):
-        raise ExportError("the models answer the same task; combine one genre and one emotion")
-    for key in ("backbone_sha256", "embedding"):
-        values = [m.get(PREFIX + key) for m in metas]
-        if None in values:
-            raise ExportError(f"{paths[values.index(None)].name} has no backbone to share "
-                              f"(no {PREFIX + key}); only backbone + head models combine")
-        if values[0] != values[1]:
-            raise ExportError(f"the models use different backbones ({key} differs)")
-    a, b = loaded
-    if (a.sample_rate, a.clip_seconds, a.features) != (b.sample_rate, b.clip_seconds, b.features):
-        raise ExportError("the models compute different features")
-    parts = [onnx.utils.Extractor(p).extract_model([INPUT], [EMBEDDING]) for p in protos]
-    if _graph_digest(parts[0]) != _graph_digest(parts[1]):
-        raise ExportError("the backbone subgraphs differ although their metadata agree")
-    bare = [onnx.utils.Extractor(p).extract_model([EMBEDDING], [h.output])
-            for p, m in zip(protos, loaded) for h in m.heads]
-    combined = _attach(parts[0], bare)
+    outputs = [o.name for o in model.graph.output]
+    tensors = {o for n in model.graph.node for o in n.output}
+    cut = embedding or (EMBEDDING if EMBEDDING in tensors else _dense_input(model, outputs[0]))
+    model = _clean(model)
+    _describe(model, cut)
+    extractor = onnx.utils.Extractor(model)
+    backbone = extractor.extract_model([INPUT], [cut])
+    head = extractor.extract_model([cut], outputs)
+    if cut != EMBEDDING:
+        _rename(backbone.graph, cut, EMBEDDING)
+        _rename(head.graph, cut, EMBEDDING)
+    for part in (backbone, head):
+        part.ir_version = model.ir_version
+        del part.opset_import[:]
+        part.opset_import.extend(model.opset_import)
+    return backbone, head
 
-    ordered = sorted(heads, key=lambda h: h.task != "genre")
-    genre_at = next(i for i, m in enumerate(loaded) if any(h.task == "genre" for h in m.heads))
-    genre_model, genre_meta = loaded[genre_at], metas[genre_at]
-    keep = {k: genre_meta[PREFIX + k] for k in ("backbone", "backbone_sha256", "embedding")
-            if PREFIX + k in genre_meta}
-    names = [m.identity.name for m in loaded]
-    meta = metadata_for(
-        name or "+".join(names), version or genre_model.identity.version, a.sample_rate,
-        a.clip_seconds, a.features, ordered, **keep,
-        combined_from=json.dumps([m.identity.id for m in loaded]))
-    set_metadata(combined, meta)
 
-    mel = check_inputs
-    if mel is None:
-        rng = np.random.default_rng(0)
-        mel = rng.uniform(0.0, 3.0, (8, a.features.n_frames, a.features.n_mels))
-    mel = mel.astype(np.float32)
-    expected = {h.output: run_onnx(p, {m.input_name: mel}, [h.output])[h.output]
-                for p, m in zip(paths, loaded) for h in m.heads}
-    diff = check_parity(combined, {INPUT: mel}, expected)
-    log.info("combined %s -> %s (parity %.2e)", ", ".join(p.name for p in paths), out, diff)
-    return save_model(combined, out)
+def save_split(model: onnx.ModelProto, folder: str | Path, backbone_name: str,
+               backbone_version: str, layers: Sequence[str], name: str, version: str,
+               sample_rate: int, clip_seconds: float, features: FeatureSettings,
+               heads: Sequence[HeadSpec], embedding: str | None = None,
+               **extra: str) -> tuple[Path, list[Path]]:
+    """Write ``model`` as ``FOLDER/<backbone_name>.onnx`` and one head file per task:
+    ``FOLDER/<name>.onnx``, or ``FOLDER/<name>-<task>.onnx`` when ``model`` has several heads
+    (each head has its own identity, so a new mood head leaves genre results fresh).
+
+    The backbone file holds nothing model-specific, so every head trained on the same backbone
+    names the same sha256; each head file names it. Backbone + heads must reproduce ``model``'s
+    outputs within :data:`PARITY_TOLERANCE` on log-mel-like patches, or nothing is written.
+
+    Returns
+    -------
+    tuple
+        The backbone's path and the head files' paths.
+    """
+    from tagger.model import file_sha256
+
+    folder = Path(folder)
+    backbone, head = split(model, embedding)
+    width = _width(backbone.graph.output[0])
+    if width is None:
+        raise ExportError("the embedding has no static width")
+    layout = EmbeddingLayout(EMBEDDING, width, tuple(layers))
+    set_metadata(backbone, backbone_metadata(backbone_name, backbone_version, sample_rate,
+                                             clip_seconds, features, layout))
+    rng = np.random.default_rng(0)
+    mel = rng.uniform(0.0, 3.0, (8, features.n_frames, features.n_mels)).astype(np.float32)
+    emb = run_onnx(backbone, {INPUT: mel}, [EMBEDDING])[EMBEDDING]
+    expected = run_onnx(model, {INPUT: mel}, [h.output for h in heads])
+    parts = [(spec, onnx.utils.Extractor(head).extract_model([EMBEDDING], [spec.output]))
+             for spec in heads] if len(heads) > 1 else [(heads[0], head)]
+    for spec, part in parts:
+        got = run_onnx(part, {EMBEDDING: emb}, [spec.output])[spec.output]
+        diff = float(np.abs(got - expected[spec.output]).max())
+        if diff > PARITY_TOLERANCE:
+            raise ExportError(f"backbone + {spec.task} head disagree with the whole model by "
+                              f"{diff:.2e}")
+    backbone_path = save_model(backbone, folder / f"{backbone_name}.onnx")
+    sha256 = file_sha256(backbone_path)
+    paths = []
+    for spec, part in parts:
+        part.ir_version = model.ir_version
+        stem = name if len(parts) == 1 else f"{name}-{spec.task}"
+        set_metadata(part, head_metadata(name, version, [spec], sha256, layout, **extra))
+        paths.append(save_model(part, folder / f"{stem}.onnx"))
+    return backbone_path, paths
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m trainer.export split OLD.onnx FOLDER``: a format 1 model (backbone and heads
+    in one file) as a format 2 backbone and head file."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="python -m trainer.export", description=main.__doc__)
+    ap.add_argument("command", choices=["split"])
+    ap.add_argument("model", type=Path)
+    ap.add_argument("folder", type=Path)
+    args = ap.parse_args(argv)
+    model = onnx.load(args.model)
+    meta = {k[len(PREFIX):]: v for k, v in _metadata(model).items() if k.startswith(PREFIX)}
+    if meta.get("format") != "1":
+        raise SystemExit(f"{args.model}: not a format 1 genreml model")
+    heads = parse_heads(meta.pop("heads"))
+    layers = [x for x in meta.pop("embedding", "").split(",") if x]
+    fixed = {k: meta.pop(k) for k in ("format", "name", "version", "sample_rate",
+                                       "clip_seconds", "features")}
+    meta.pop("backbone_sha256", None)
+    paths = save_split(model, args.folder, meta.pop("backbone", "backbone"), "1", layers,
+                       fixed["name"], fixed["version"], int(fixed["sample_rate"]),
+                       float(fixed["clip_seconds"]),
+                       FeatureSettings.from_dict(json.loads(fixed["features"])), heads, **meta)
+    print("\n".join(map(str, [paths[0], *paths[1]])))
+
+
+if __name__ == "__main__":
+    main()

@@ -3,7 +3,7 @@
 A run folder holds everything needed to judge and use the model:
 
 ==================  ===========================================================================
-``<name>.onnx``     the genreml model (``genreml analyze --models RUN_DIR`` runs it)
+``<name>.onnx``     the head, next to its backbone file (``genreml analyze --models RUN_DIR``)
 ``parts/``          intermediates (the bare Keras head of a backbone run, as ONNX)
 ``config.json``     the :class:`TrainConfig` of the run
 ``splits.json``     the files of each split, with labels and groups
@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 
 from tagger.features import FeatureSettings
-from tagger.model import HeadSpec, load_models, metadata_for
+from tagger.model import HeadSpec, load_models
 
 from .architectures import build_cnn, build_head, compile_model, filters_for, label_weights
 from .config import BACKBONES, EMBEDDINGS, TrainConfig, TrainError, feature_settings
@@ -42,7 +42,7 @@ from .export import (
     join,
     keras_to_onnx,
     save_model,
-    set_metadata,
+    save_split,
 )
 from .features_cache import ClipSpec, FeatureCache, OnnxBackbone, compute_features
 from .model_card import write_card
@@ -196,24 +196,30 @@ def _track_probs(model: "keras.Model", arrays: list[np.ndarray]) -> np.ndarray:
 
 def _export(model: "keras.Model", config: TrainConfig, dataset: Dataset, threshold: float | None,
             backbone: OnnxBackbone | None, mel: np.ndarray, run_dir: Path) -> tuple[Path, float]:
-    """Write ``RUN_DIR/<name>.onnx`` with genreml metadata after checking it against Keras on
-    held-out patches ``mel``. Returns the path and the parity (max abs difference)."""
+    """Write the run's backbone file and ``RUN_DIR/<name>.onnx`` (its head) with genreml
+    metadata, after checking the whole graph against Keras on held-out patches ``mel``.
+    Returns the head file's path and the parity (max abs difference).
+
+    A musicnn backbone keeps its name and bytes, so heads trained on it in other runs name the
+    same sha256; a ``cnn`` is cut before its last dense layer into ``<name>-backbone.onnx``.
+    """
     task = config.task
     proto = keras_to_onnx(model)
     extra = {"trainer": "genreml trainer", "dataset": dataset.name, "seed": str(config.seed)}
     if backbone is None:
         expected = {task: model.predict(mel, verbose=0)}
+        backbone_name, layers = f"{config.model_name}-backbone", ("dense_input",)
     else:
         save_model(proto, run_dir / "parts" / f"{task}_head.onnx")
         expected = {task: model.predict(backbone.embed(mel), verbose=0)}
         proto = join(onnx.load_from_string(backbone.model_bytes), backbone.outputs, {task: proto})
-        extra.update(backbone=backbone.metadata.get("genreml.backbone", backbone.path.stem),
-                     backbone_sha256=backbone.sha256, embedding=",".join(backbone.outputs))
-    head = HeadSpec(task, task, dataset.labels, threshold)
-    set_metadata(proto, metadata_for(config.model_name, config.version, config.sample_rate,
-                                     config.clip_seconds, config.features, [head], **extra))
+        backbone_name = backbone.metadata.get("genreml.backbone", backbone.path.stem)
+        layers = tuple(backbone.outputs)
     diff = check_parity(proto, {"mel": mel}, expected)
-    path = save_model(proto, run_dir / f"{config.model_name}.onnx")
+    head = HeadSpec(task, task, dataset.labels, threshold)
+    _, (path,) = save_split(proto, run_dir, backbone_name, "1", layers, config.model_name,
+                            config.version, config.sample_rate, config.clip_seconds,
+                            config.features, [head], **extra)
     log.info("exported %s (parity %.2e)", path, diff)
     return path, diff
 

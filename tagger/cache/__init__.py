@@ -20,7 +20,7 @@ from __future__ import annotations
 from .engine import CacheError, default_cache_path
 from .jobs import Job, JobQueue
 from .queries import Hit, Queries
-from .results import Results
+from .results import Results, StoredEmbedding
 from .schema import JOB_STATES, MIGRATIONS, SCHEMA_VERSION, CacheVersionError
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "JOB_STATES",
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "StoredEmbedding",
     "default_cache_path",
 ]
 

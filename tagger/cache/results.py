@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from sqlalchemy import and_, delete, select, update
 
 from ..fingerprint import same_duration, same_size_class
-from ..result import TrackResult
+from ..result import ClipEmbeddings, TrackResult
 from .database import Database
 from .engine import translate_errors
 from .match import Models, PathLike, _model_matches, _norm, _same_slot, _stat, _wanted
@@ -28,9 +30,18 @@ from .rows import (
     _store,
     _track_select,
 )
-from .schema import ResultRow, TrackRow, _utcnow
+from .schema import EmbeddingRow, ResultRow, TrackRow, _utcnow
 
 logger = logging.getLogger(__name__)
+
+
+class StoredEmbedding(NamedTuple):
+    """What a re-heading needs of a cached track (:meth:`Results.embedding`)."""
+
+    duration: float
+    clip_starts: np.ndarray
+    embeddings: ClipEmbeddings
+    fingerprint: str | None
 
 # Paths / ids per IN (...) query: well under SQLite's bound-parameter limit.
 _CHUNK = 500
@@ -173,6 +184,37 @@ class Results(Database):
             else:
                 _relocate(conn, old, new, st)
             return result
+
+    def embedding(self, path: PathLike, backbone: str, stat: os.stat_result | None = None
+                  ) -> StoredEmbedding | None:
+        """The stored clip embeddings of a file, if they are ``backbone``'s and the file's
+        size and mtime_ns are the stored ones (the audio is never read).
+
+        Parameters
+        ----------
+        path : path-like
+        backbone : str
+            The current backbone's sha256: another backbone's embeddings are stale.
+        stat : os.stat_result, optional
+            The file's stat if the caller has it.
+        """
+        key = _norm(path)
+        st = stat if stat is not None else _stat(key)
+        if st is None:
+            return None
+        stmt = (select(TrackRow.duration, TrackRow.fingerprint, EmbeddingRow.n_clips,
+                       EmbeddingRow.dim, EmbeddingRow.clip_starts, EmbeddingRow.clips)
+                .join(EmbeddingRow, EmbeddingRow.track_id == TrackRow.id)
+                .where(TrackRow.path == key, TrackRow.size == st.st_size,
+                       TrackRow.mtime_ns == st.st_mtime_ns,
+                       EmbeddingRow.backbone_sha256 == backbone))
+        with self._connect() as conn:
+            row = conn.execute(stmt).first()
+        if row is None:
+            return None
+        clips = np.frombuffer(row.clips, "<f2").astype(np.float16).reshape(row.n_clips, row.dim)
+        return StoredEmbedding(row.duration, np.frombuffer(row.clip_starts, "<f4").astype(
+            np.float64), ClipEmbeddings(backbone, clips), row.fingerprint)
 
     def get(self, path: PathLike) -> TrackResult | None:
         """Everything stored for a file, whatever its stat or models (``genreml show``)."""

@@ -22,9 +22,9 @@ from sqlalchemy import ColumnElement, Connection, Select, bindparam, delete, ins
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 
-from ..result import HeadResult, ModelIdentity, TrackResult
+from ..result import ClipEmbeddings, HeadResult, ModelIdentity, TrackResult
 from .match import _fresh, _norm, _Wanted
-from .schema import ProbabilityRow, ResultRow, TrackRow
+from .schema import EmbeddingRow, ProbabilityRow, ResultRow, TrackRow
 
 logger = logging.getLogger(__name__)
 
@@ -228,6 +228,7 @@ _RESULTS_DELETE = delete(ResultRow.__table__).where(
 )
 _RESULT_INSERT = insert(ResultRow.__table__).returning(ResultRow.__table__.c.id)
 _PROBS_INSERT = insert(ProbabilityRow.__table__)
+_EMBEDDING_UPSERT = sqlite_insert(EmbeddingRow.__table__).prefix_with("OR REPLACE")
 
 
 def _store(conn: Connection, result: TrackResult, fingerprint: str | None,
@@ -250,6 +251,20 @@ def _store(conn: Connection, result: TrackResult, fingerprint: str | None,
             {"result_id": result_id, "idx": i, "label": label, "prob": prob}
             for i, (label, prob) in enumerate(zip(labels, probs))
         ])
+    if result.embedding is not None:  # a re-heading keeps the stored embeddings
+        conn.execute(_EMBEDDING_UPSERT, _embedding_values(track_id, result.embedding,
+                                                          clip_starts))
+
+
+def _embedding_values(track_id: int, embedding: ClipEmbeddings, clip_starts: np.ndarray
+                      ) -> dict[str, Any]:
+    clips = np.asarray(embedding.clips, dtype=np.float16)
+    if clips.ndim != 2 or len(clips) != len(clip_starts):
+        raise ValueError(f"embeddings shape {clips.shape} for {len(clip_starts)} clips")
+    return {"track_id": track_id, "backbone_sha256": embedding.backbone,
+            "n_clips": clips.shape[0], "dim": clips.shape[1],
+            "clip_starts": _blob(clip_starts, "<f4"), "clips": _blob(clips, "<f2"),
+            "pooled": _blob(embedding.pooled, "<f2")}
 
 
 def _relocate(conn: Connection, old: str, new: str, st: os.stat_result) -> bool:

@@ -24,6 +24,10 @@ Tables
 ``probabilities`` one row per result and label, the clip-mean probability: playlists are SQL
                   range queries on ``(label, prob)``. The same values as ``results.probs``,
                   both written by one function in one transaction; lookups read the blob.
+``embeddings``    one row per track: the backbone's sha256, the clip starts (float32) and the
+                  clip embeddings (float16 ``[n_clips, dim]``, exactly what the heads saw) and
+                  their mean (float16 ``[dim]``, for learning personal heads). A new head
+                  re-tags from them without decoding; another backbone's row is not used.
 ``jobs``          the watch daemon's queue, at most one pending job per path.
 
 Timestamps are UTC. Paths are stored absolute (not symlink-resolved).
@@ -58,6 +62,7 @@ from .engine import CacheError
 __all__ = [
     "Base",
     "CacheVersionError",
+    "EmbeddingRow",
     "FsPath",
     "JOB_STATES",
     "JobRow",
@@ -72,7 +77,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 JOB_STATES = ("pending", "running", "done", "failed")
 
 
@@ -194,6 +199,21 @@ class ProbabilityRow(Base):
     prob: Mapped[float]
 
 
+class EmbeddingRow(Base):
+    """The clip embeddings of one track, from one backbone."""
+
+    __tablename__ = "embeddings"
+
+    track_id: Mapped[int] = mapped_column(
+        ForeignKey("tracks.id", ondelete="CASCADE"), primary_key=True)
+    backbone_sha256: Mapped[str]
+    n_clips: Mapped[int]
+    dim: Mapped[int]
+    clip_starts: Mapped[bytes]  # float32 little-endian [n_clips]
+    clips: Mapped[bytes]  # float16 little-endian [n_clips, dim], C order
+    pooled: Mapped[bytes]  # float16 little-endian [dim]: the clips' mean
+
+
 class JobRow(Base):
     """One unit of work for the watch daemon: (re)analyse a path."""
 
@@ -223,7 +243,11 @@ def _add_tagged(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE tracks ADD COLUMN tagged BOOLEAN NOT NULL DEFAULT 0")
 
 
-MIGRATIONS: dict[int, Migration] = {1: _add_tagged}
+def _add_embeddings(conn: Connection) -> None:
+    EmbeddingRow.__table__.create(conn)
+
+
+MIGRATIONS: dict[int, Migration] = {1: _add_tagged, 2: _add_embeddings}
 
 
 def _user_version(conn: Connection) -> int:

@@ -40,7 +40,7 @@ def soundtrack_shares(model: Path, root: Path) -> dict[str, dict]:
                      in KIND_LABELS)
     if not folders:
         raise ValueError(f"{root}: no NAME-KIND soundtrack folders ({', '.join(KIND_LABELS)})")
-    analyzer = Analyzer(load_models([model], device="cpu"))
+    analyzer = Analyzer(load_models(model, device="cpu"))
     out: dict[str, dict] = {}
     for folder in folders:
         genres: collections.Counter[str] = collections.Counter()
