@@ -89,7 +89,8 @@ def cmd_tag(args: argparse.Namespace) -> int:
     with open_cache(args) as cache:
         tagger = Tagger(analyzer.models, cache, policy, write=not args.no_write,
                         dry_run=args.dry_run, hop_seconds=args.hop, threshold=args.threshold,
-                        max_genres=args.max_genres, **_tagger_options(args))
+                        max_genres=args.max_genres, trust_settled=not per_file,
+                        **_tagger_options(args))
         tagger.mark_stale()
         if args.stale_only:
             files = [Path(p) for p in cache.stale_paths(roots=[p.resolve() for p in args.paths])]
@@ -98,7 +99,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
         def work(path: Path) -> None:
             outcome = tagger.tag(path, reanalyse=args.force)
-            counts.add(None if outcome.plan is None else outcome.plan.changed, outcome.source)
+            counts.add(outcome.changed, outcome.source)
             if per_file:
                 console.result(format_outcome(outcome, args.dry_run))
             elif args.dry_run and not args.quiet and outcome.plan and outcome.plan.changed:

@@ -118,6 +118,8 @@ class TrackResult:
     threshold: float | None = None  # overrides the genre model's own threshold
     max_genres: int | None = None
     embedding: ClipEmbeddings | None = None  # set by an analysis, for the cache
+    # from the cache: the tag settings the file last settled under (tagger.tagging.Tagger)
+    settled: str | None = None
 
     @property
     def clips(self) -> int:

@@ -13,6 +13,8 @@ once the file holds it, so a dry run or a failed write leaves that knowledge in 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 from collections import Counter
@@ -54,14 +56,23 @@ class Outcome:
     result: TrackResult
     source: str
     plan: TagPlan | None = None
+    settled: bool = False  # unchanged since it last held what these settings ask: not opened
+
+    @property
+    def changed(self) -> bool | None:
+        """Whether the tags changed (or would, in a dry run); None when not writing."""
+        if self.settled:
+            return False
+        return None if self.plan is None else self.plan.changed
 
     @property
     def status(self) -> str:
         """``tagged`` (tags changed, or would in a dry run), ``unchanged``, or when not
         writing ``analysed``, ``reheaded`` or ``cached``."""
-        if self.plan is None:
+        changed = self.changed
+        if changed is None:
             return self.source if self.source in ("analysed", "reheaded") else "cached"
-        return "tagged" if self.plan.changed else "unchanged"
+        return "tagged" if changed else "unchanged"
 
 
 @dataclasses.dataclass
@@ -74,6 +85,14 @@ class _Analysis:
     fingerprint: str | None = None
     own: FileTags | None = None  # what genreml's previous result put in the file
     stored: bool = True  # False: to be cached once the file holds it
+
+
+def _settle_key(models: ModelSet, policy: Policy, threshold: float | None,
+                max_genres: int | None, v23_sep: str, safe_only: bool) -> str:
+    """A digest of everything that decides what a tag run writes into a file."""
+    parts = [sorted(i.id for i in models.identities.values()), policy.genre, policy.mood,
+             threshold, max_genres, v23_sep, safe_only]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
 class Tagger:
@@ -98,12 +117,17 @@ class Tagger:
     safe_only : bool
         Refuse to write where the file's owner, mode, xattrs or ACLs could not be carried
         over exactly (see :func:`tagger.tags.write_tags`).
+    trust_settled : bool
+        Leave a file unopened when its size and mtime are those genreml recorded after it last
+        left the file holding what the same settings ask (a re-run over an unchanged library
+        reads no file). False re-reads every file's tags (``tag --print`` shows them).
     """
 
     def __init__(self, models: ModelSet, cache: Cache, policy: str | Policy = "fill",
                  write: bool = True, dry_run: bool = False, hop_seconds: float | None = None,
                  threshold: float | None = None, max_genres: int | None = None, *,
-                 v23_sep: str = V23_SEP, safe_only: bool = False) -> None:
+                 v23_sep: str = V23_SEP, safe_only: bool = False,
+                 trust_settled: bool = True) -> None:
         self.analyzer = Analyzer(models, hop_seconds, threshold, max_genres)
         self.models = models
         self.cache = cache
@@ -112,6 +136,9 @@ class Tagger:
         self.dry_run = dry_run
         self.v23_sep = v23_sep
         self.safe_only = safe_only
+        self.trust_settled = trust_settled
+        self.settle_key = _settle_key(models, self.policy, threshold, max_genres, v23_sep,
+                                      safe_only)
         self.counts: Counter[str] = Counter()
         self._cleaned: set[str] = set()  # folders whose stale temporary copies were removed
 
@@ -243,6 +270,10 @@ class Tagger:
             outcome = Outcome(path, result, source)
             if not self.write:
                 break
+            if (self.trust_settled and not self.dry_run and source == "cache"
+                    and result.settled == self.settle_key):
+                outcome.settled = True
+                break
             mood = result.emotion[0] if result.emotion else None
             try:
                 outcome.plan = write_tags(path, [g for g, _ in result.genres], mood, self.policy,
@@ -257,9 +288,12 @@ class Tagger:
             if not self.dry_run:
                 if not found.stored:  # the file holds the new result: it replaces the old
                     self.cache.store(result, found.fingerprint, found.stat)
-                if outcome.plan.changed or outcome.plan.holds_own:
-                    # our own write must not look like a new file; genreml's values are in it
-                    self.cache.update_stat(path, tagged=True)
+                # our own write must not look like a new file; then the file holds what
+                # these settings ask, with the stat it had when planned if nothing was written
+                changed = outcome.plan.changed
+                self.cache.update_stat(path, None if changed else found.stat,
+                                       tagged=changed or outcome.plan.holds_own,
+                                       settled=self.settle_key)
             break
         self.counts[outcome.status] += 1
         self.counts[source] += 1

@@ -617,6 +617,7 @@ def test_schema_1_gains_the_tagged_column(tmp_path):
         path, _ = stored(tmp_path, c, "a.flac")
     # as genreml with schema 1 left it: no tagged column, no embeddings table
     sql(db, "ALTER TABLE tracks DROP COLUMN tagged")
+    sql(db, "ALTER TABLE tracks DROP COLUMN settled")
     sql(db, "DROP TABLE embeddings")
     sql(db, "PRAGMA user_version = 1")
     with Cache(db) as c:

@@ -1,5 +1,6 @@
 """Embedding-first: a new head re-tags a library from the cached clip embeddings without
-decoding a single file; only a new backbone decodes again.
+decoding a single file; only a new backbone decodes again; an unchanged library is not even
+opened.
 
 Real encoded files (flac, mp3, m4a), real tiny ONNX backbones and heads, the real cache and
 ``genreml tag`` run in-process. Decodes are counted where every decoder starts: libsndfile's
@@ -8,7 +9,9 @@ Real encoded files (flac, mp3, m4a), real tiny ONNX backbones and heads, the rea
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +113,53 @@ def test_a_new_backbone_decodes_again(tmp_path, capsys, decodes):
     with Cache(cache) as db:
         sha = load_models(other, device="cpu").backbone.identity.sha256
         assert all(db.embedding(p, sha) is not None for p in music.iterdir())
+
+
+_OPENED: list[str] | None = None  # while a list: every path Python's open() is given
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event == "open" and _OPENED is not None:
+        _OPENED.append(str(args[0]))
+
+
+sys.addaudithook(_audit)  # hooks cannot be removed: this one records only while _OPENED is set
+
+
+@pytest.fixture
+def opened(decodes, monkeypatch) -> list[str]:
+    """Every path opened from now on: by a decoder, or by Python (mutagen reads tags so)."""
+    global _OPENED
+    _OPENED = decodes
+    yield decodes
+    _OPENED = None
+
+
+def _audio(paths: list[str], music: Path) -> set[str]:
+    names = {p.name for p in music.iterdir()}
+    return {Path(os.fsdecode(p)).name for p in paths if Path(os.fsdecode(p)).name in names}
+
+
+def test_unchanged_rerun_opens_no_audio_file(tmp_path, capsys, opened):
+    music, models, cache = make_library(tmp_path)
+    assert tag(capsys, music, models, cache)[0] == 0
+    opened.clear()
+    rc, out, _ = tag(capsys, music, models, cache)
+    assert rc == 0 and summary(out) == {"tagged": 0, "unchanged": 3, "analysed": 0,
+                                        "cached": 3, "skipped": 0, "failed": 0}
+    assert _audio(opened, music) == set()  # not read, not decoded: size and mtime said enough
+    # a file touched since is read again (and found unchanged); the others still are not
+    os.utime(music / "low.flac", ns=(1, 1))
+    opened.clear()
+    rc, out, _ = tag(capsys, music, models, cache)
+    assert rc == 0 and summary(out)["unchanged"] == 3 and _audio(opened, music) == {"low.flac"}
+    # other settings may write otherwise: every file is read once, then trusted again
+    opened.clear()
+    assert tag(capsys, music, models, cache, "--policy", "merge")[0] == 0
+    assert _audio(opened, music) == {"low.flac", "high.mp3", "mid.m4a"}
+    opened.clear()
+    assert tag(capsys, music, models, cache, "--policy", "merge")[0] == 0
+    assert _audio(opened, music) == set()
+    # --print shows what the files hold: it reads them
+    assert tag(capsys, music, models, cache, "--policy", "merge", "--print")[0] == 0
+    assert _audio(opened, music) == {"low.flac", "high.mp3", "mid.m4a"}

@@ -287,15 +287,18 @@ class Results(Database):
                 _store(conn, result, fingerprint, st, now)
 
     def update_stat(self, path: PathLike, stat: os.stat_result | None = None, *,
-                    tagged: bool = False) -> bool:
+                    tagged: bool = False, settled: str | None = None) -> bool:
         """Record a file's current size and mtime after genreml rewrote its tags, so the next
-        run sees it unchanged (and with ``tagged``, that its tags hold the result). Returns
-        whether the file is in the cache."""
+        run sees it unchanged (and with ``tagged``, that its tags hold the result; with
+        ``settled``, the key of the tag settings it now satisfies). Returns whether the file
+        is in the cache."""
         key = _norm(path)
         st = stat if stat is not None else os.stat(key)
         values: dict[str, Any] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
         if tagged:
             values["tagged"] = True
+        if settled is not None:
+            values["settled"] = settled
         with self._connect(write=True) as conn:
             done = conn.execute(update(TrackRow).where(TrackRow.path == key).values(**values))
             return done.rowcount > 0

@@ -77,7 +77,7 @@ def _track_result(path: str, rows: list[Any]) -> TrackResult:
     results = [r for r in rows if r.result_id is not None]
     clip_starts = _floats(results[0].clip_starts, "<f4") if results else np.zeros(0, np.float32)
     return TrackResult(path=path, duration=rows[0].duration, clip_starts=clip_starts,
-                       heads={r.task: _head(r) for r in results})
+                       heads={r.task: _head(r) for r in results}, settled=rows[0].settled)
 
 
 def _track_select(where: ColumnElement[bool], wanted: _Wanted | None) -> Select[Any]:
@@ -85,7 +85,7 @@ def _track_select(where: ColumnElement[bool], wanted: _Wanted | None) -> Select[
     all of them, and tracks without any, if not)."""
     stmt = (
         select(
-            TrackRow.path, TrackRow.size, TrackRow.mtime_ns, TrackRow.duration,
+            TrackRow.path, TrackRow.size, TrackRow.mtime_ns, TrackRow.duration, TrackRow.settled,
             ResultRow.id.label("result_id"), ResultRow.task, ResultRow.model_name,
             ResultRow.model_version, ResultRow.model_sha256, ResultRow.threshold,
             ResultRow.n_clips, ResultRow.n_labels, ResultRow.labels, ResultRow.probs,
@@ -210,7 +210,8 @@ def _result_values(head: HeadResult, clip_starts: np.ndarray, now: datetime
 
 
 # tagged is reset: a new result is not in the file's tags until the Tagger writes it
-_TRACK_COLUMNS = ("size", "mtime_ns", "fingerprint", "duration", "analysed_at", "tagged")
+_TRACK_COLUMNS = ("size", "mtime_ns", "fingerprint", "duration", "analysed_at", "tagged",
+                  "settled")
 
 
 def _track_upsert() -> Any:
@@ -240,7 +241,7 @@ def _store(conn: Connection, result: TrackResult, fingerprint: str | None,
     track_id = conn.execute(_TRACK_UPSERT, {
         "path": _norm(result.path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
         "fingerprint": fingerprint, "duration": float(result.duration), "analysed_at": now,
-        "tagged": False,
+        "tagged": False, "settled": None,
     }).scalar_one()
     # Probabilities of replaced results go with them (ON DELETE CASCADE).
     conn.execute(_RESULTS_DELETE,

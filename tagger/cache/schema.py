@@ -17,7 +17,10 @@ Tables
 ------
 ``tracks``        one row per audio file: path (unique, as OS bytes), size, mtime_ns,
                   fingerprint (indexed), duration, analysed_at, tagged (genreml wrote the
-                  result into the file's tags; reset when the file is analysed again).
+                  result into the file's tags; reset when the file is analysed again), settled
+                  (the tag settings under which genreml last left the file holding what they
+                  ask, with this size and mtime: a re-run with the same settings need not
+                  open it; reset with tagged).
 ``results``       one row per track and task: model name/version/sha256, threshold, stale flag,
                   labels (JSON), probs (float32 blob), clip starts (float32 blob) and timeline
                   (float16 blob, ``[n_clips, n_labels]``).
@@ -145,6 +148,8 @@ class TrackRow(Base):
     analysed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # genreml wrote this result into the file's tags (``genreml status``: tagged)
     tagged: Mapped[bool] = mapped_column(default=False, server_default=text("0"))
+    # the key of the tag settings (models, policy, threshold, ...) the file last settled under
+    settled: Mapped[str | None]
 
     results: Mapped[list[ResultRow]] = relationship(
         back_populates="track", cascade="all, delete-orphan", passive_deletes=True
@@ -245,6 +250,7 @@ def _add_tagged(conn: Connection) -> None:
 
 def _add_embeddings(conn: Connection) -> None:
     EmbeddingRow.__table__.create(conn)
+    conn.exec_driver_sql("ALTER TABLE tracks ADD COLUMN settled VARCHAR")
 
 
 MIGRATIONS: dict[int, Migration] = {1: _add_tagged, 2: _add_embeddings}
