@@ -10,7 +10,10 @@ Placements (all clips when a track has n <= K grid clips):
 
 * ``centres``: :func:`grid_indices`, the centres of K equal parts of the track;
 * ``inner``: the same over the grid clips from 10% to 90% of the track (intros/outros skipped);
-* ``first``: the first K clips (naive baseline).
+* ``first``: the first K clips (naive baseline);
+* ``auto/K1+K2@D`` (:class:`tagger.budget.ClipBudget`): ``centres`` with K1 clips, widened by
+  the centres of K2 parts where a decision is within D of flipping (the default ``auto`` and
+  its neighbours, to show the choice is not a lucky point).
 
 Silent clips are not analysed, so a picked grid clip may have no probabilities; it is then left
 out (the pick is never empty: the analysed clip nearest the first pick stands in). A track
@@ -33,33 +36,14 @@ from pathlib import Path
 
 import numpy as np
 
+from tagger.budget import ClipBudget, decision_margin, grid_indices
+from tagger.result import HeadResult, TrackResult
+
 BUDGETS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 28, 32, 36, 40, 48, 56, 64)
 EXPLAIN = (16, 32, 40)  # budgets whose differing tracks (centres) are listed with reasons
 AUDIO = {".ogg", ".opus", ".mp3", ".flac", ".wav"}
 TASKS = ("genre", "emotion")
 SKIP = {"debs", "unpacked"}  # bench/soundtracks.py's downloads, not soundtracks
-
-
-def grid_indices(n_clips: int, k: int | None) -> np.ndarray:
-    """Grid indices of the clips a budget of ``k`` analyses: the centres of k equal parts.
-
-    Parameters
-    ----------
-    n_clips : int
-        Clips in the track's grid (start ``i * clip_seconds``, i = 0 .. n_clips - 1).
-    k : int or None
-        Budget; None (or ``k >= n_clips``) means every clip.
-
-    Returns
-    -------
-    np.ndarray
-        Sorted, distinct int64 indices ``floor((i + 0.5) * n_clips / k)``, i = 0 .. k - 1.
-    """
-    if k is None or k >= n_clips:
-        return np.arange(n_clips, dtype=np.int64)
-    if k < 1:
-        raise ValueError("k must be >= 1")
-    return ((np.arange(k) + 0.5) * n_clips / k).astype(np.int64)
 
 
 def inner_indices(n_clips: int, k: int | None) -> np.ndarray:
@@ -97,8 +81,8 @@ def analyse_all(root: Path, cache: Path) -> tuple[list[dict], dict]:
     models = load_models(device="cpu")
     clip = models.clip_seconds
     heads = {h.task: {"labels": list(h.labels), "threshold": h.threshold}
-             for m in models.models for h in m.heads}
-    analyzer, tracks = Analyzer(models), []
+             for h, _ in models.specs}
+    analyzer, tracks = Analyzer(models, budget=ClipBudget.parse("all")), []
     folders = [d for d in sorted(root.iterdir()) if d.is_dir() and d.name not in SKIP]
     for folder in folders:
         for path in sorted(p for p in folder.iterdir() if p.suffix in AUDIO):
@@ -142,24 +126,47 @@ def pick_rows(track: dict, indices: np.ndarray) -> np.ndarray:
     return rows if len(rows) else np.array([np.abs(track["grid"] - indices[0]).argmin()])
 
 
+def auto_indices(track: dict, heads: dict, budget: ClipBudget) -> np.ndarray:
+    """The grid clips a two-stage :class:`ClipBudget` analyses: its first clips, and the
+    widening ones where :func:`tagger.budget.decision_margin` asks (as the Analyzer does)."""
+    first = grid_indices(track["n"], budget.clips)
+    if not budget.widen or len(first) >= track["n"]:
+        return first
+    probs, _, _ = decisions(track, heads, pick_rows(track, first))
+    result = TrackResult(track["name"], track["duration"], np.zeros(0), {
+        t: HeadResult(t, heads[t]["labels"], probs[t], np.zeros((0, len(probs[t]))),
+                      heads[t]["threshold"], None) for t in TASKS})
+    if decision_margin(result) >= budget.margin:
+        return first
+    return np.union1d(first, grid_indices(track["n"], budget.widen))
+
+
+# the default auto budget and its neighbours
+AUTO_BUDGETS = [ClipBudget(k1, k2, d) for k1 in (8, 12, 16) for k2 in (32, 48)
+                for d in (0.05, 0.08, 0.1)]
+
+
 def compare(tracks: list[dict], heads: dict) -> dict:
     """Agreement with the full analysis per placement, K and soundtrack (plus ``all``)."""
     full = [decisions(t, heads, None) for t in tracks]
     groups = ["all"] + sorted({t["soundtrack"] for t in tracks})
+    picks: dict[str, Callable[[dict], np.ndarray]] = {
+        f"{place}/{k}": (lambda t, pick=pick, k=k: pick(t["n"], k))
+        for place, pick in PLACEMENTS.items() for k in BUDGETS}
+    picks.update({f"auto/{b.clips}+{b.widen}@{b.margin}": (lambda t, b=b: auto_indices(t, heads, b))
+                  for b in AUTO_BUDGETS})
     out: dict = {}
-    for place, pick in PLACEMENTS.items():
-        for k in BUDGETS:
-            rows = []
-            for track, (p0, g0, m0) in zip(tracks, full):
-                indices = pick(track["n"], k)
-                p, g, m = decisions(track, heads, pick_rows(track, indices))
-                delta = max(float(np.abs(p[t] - p0[t]).max()) for t in TASKS)
-                rows.append((track, g == g0, m == m0, delta, len(indices)))
-            out[f"{place}/{k}"] = {grp: summarise([r for r in rows if grp in
-                                                   ("all", r[0]["soundtrack"])])
-                                   for grp in groups}
-            out[f"{place}/{k}"]["differing"] = [
-                f"{r[0]['soundtrack']}/{r[0]['name']}" for r in rows if not (r[1] and r[2])]
+    for key, pick in picks.items():
+        rows = []
+        for track, (p0, g0, m0) in zip(tracks, full):
+            indices = pick(track)
+            p, g, m = decisions(track, heads, pick_rows(track, indices))
+            delta = max(float(np.abs(p[t] - p0[t]).max()) for t in TASKS)
+            rows.append((track, g == g0, m == m0, delta, len(indices)))
+        out[key] = {grp: summarise([r for r in rows if grp in ("all", r[0]["soundtrack"])])
+                    for grp in groups}
+        out[key]["differing"] = [
+            f"{r[0]['soundtrack']}/{r[0]['name']}" for r in rows if not (r[1] and r[2])]
     return out
 
 
@@ -171,7 +178,8 @@ def summarise(rows: list[tuple]) -> dict:
             "mood": float(np.mean([r[2] for r in rows])),
             "both": float(np.mean([r[1] and r[2] for r in rows])),
             "max_delta": max(r[3] for r in rows),
-            "clips_share": sum(r[4] for r in rows) / sum(r[0]["n"] for r in rows)}
+            "clips_share": sum(r[4] for r in rows) / sum(r[0]["n"] for r in rows),
+            "clips_per_track": float(np.mean([r[4] for r in rows]))}
 
 
 def explain(track: dict, heads: dict, place: str, k: int) -> dict:
@@ -192,14 +200,14 @@ def explain(track: dict, heads: dict, place: str, k: int) -> dict:
 
 def table(results: dict, groups: list[str]) -> str:
     """Markdown: one row per placement and K; cells ``both% (genre% / mood%) max|dp|``."""
-    head = ["placement", "K", "clips %"] + groups
+    head = ["placement", "K", "clips %", "clips/track"] + groups
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, res in results.items():
         place, k = key.split("/")
         cells = [f"{100 * res[g]['both']:.1f} ({100 * res[g]['genre']:.1f} / "
                  f"{100 * res[g]['mood']:.1f}) {res[g]['max_delta']:.3f}" for g in groups]
         lines.append(f"| {place} | {k} | {100 * res['all']['clips_share']:.1f} | "
-                     + " | ".join(cells) + " |")
+                     f"{res['all']['clips_per_track']:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

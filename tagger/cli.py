@@ -53,7 +53,7 @@ def _analyzer(args: argparse.Namespace):
     log.debug("models: %s on %s", {t: i.id for t, i in models.identities.items()},
               models.providers)
     return Analyzer(models, hop_seconds=args.hop, threshold=args.threshold,
-                    max_genres=args.max_genres)
+                    max_genres=args.max_genres, budget=args.clips)
 
 
 def _files(paths: Sequence[Path]) -> list[Path]:
@@ -89,7 +89,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
     with open_cache(args) as cache:
         tagger = Tagger(analyzer.models, cache, policy, write=not args.no_write,
                         dry_run=args.dry_run, hop_seconds=args.hop, threshold=args.threshold,
-                        max_genres=args.max_genres, trust_settled=not per_file,
+                        max_genres=args.max_genres, budget=args.clips, trust_settled=not per_file,
                         **_tagger_options(args))
         tagger.mark_stale()
         if args.stale_only:
@@ -156,7 +156,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
             beets = BeetsLibrary(analyzer.models, args.policy) if args.beets else None
             make_tagger = functools.partial(
                 Tagger, analyzer.models, cache, policy, hop_seconds=args.hop,
-                threshold=args.threshold, max_genres=args.max_genres, **_tagger_options(args))
+                threshold=args.threshold, max_genres=args.max_genres, budget=args.clips,
+                **_tagger_options(args))
             daemon = Daemon(dirs, make_tagger, settings, beets=beets)
             previous = {sig: signal.signal(sig, daemon.request_stop)
                         for sig in (signal.SIGTERM, signal.SIGINT)}

@@ -20,6 +20,15 @@ BUNDLED_THRESHOLD = 0.25
 V23_SEP = "; "  # = tagger.tags.V23_SEP (not imported here: mutagen is not needed for --help)
 
 
+def _clip_budget(text: str):
+    from .budget import ClipBudget
+
+    try:
+        return ClipBudget.parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """Which models, on which device, and how their output is decided and sampled."""
     p.add_argument("--models", type=Path, default=None,
@@ -32,6 +41,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-genres", type=int, default=None, help="keep at most N genres")
     p.add_argument("--hop", type=float, default=None,
                    help="seconds between clip starts (default: the clip length)")
+    p.add_argument("--clips", type=_clip_budget, default="auto", metavar="auto|all|N",
+                   help="clips analysed per track, spread evenly over it: auto (default: 12, "
+                   "and 32 more where a decision is close), all (every clip), or N; files "
+                   "already in the cache keep their analysis (--force analyses them again)")
     p.add_argument("--threads", type=int, default=None,
                    help="inference threads (default: the cores this process may use)")
 

@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 from .audio import AudioError
+from .budget import AUTO, ClipBudget
 from .cache import Cache
 from .fingerprint import fingerprint
 from .model import ModelSet
@@ -110,7 +111,7 @@ class Tagger:
         Write tags into the files (else only analyse and cache).
     dry_run : bool
         Plan tag changes without writing them.
-    hop_seconds, threshold, max_genres
+    hop_seconds, threshold, max_genres, budget
         See :class:`~tagger.predict.Analyzer`.
     v23_sep : str
         Separator of several genres in an ID3v2.3 tag (see :func:`tagger.tags.write_tags`).
@@ -127,8 +128,8 @@ class Tagger:
                  write: bool = True, dry_run: bool = False, hop_seconds: float | None = None,
                  threshold: float | None = None, max_genres: int | None = None, *,
                  v23_sep: str = V23_SEP, safe_only: bool = False,
-                 trust_settled: bool = True) -> None:
-        self.analyzer = Analyzer(models, hop_seconds, threshold, max_genres)
+                 trust_settled: bool = True, budget: ClipBudget = AUTO) -> None:
+        self.analyzer = Analyzer(models, hop_seconds, threshold, max_genres, budget)
         self.models = models
         self.cache = cache
         self.policy = Policy.of(policy)
