@@ -14,23 +14,26 @@ never enter it (retagging or a new cover keeps it) while the audio does: two son
 a silent opening differ in their later segments, and a cut-off copy differs in its length and
 its last segment (which then cannot be read, or comes up short).
 
-What is hashed, per backend and version (fingerprints are compared as plain strings, so a
-version never matches another; :func:`fingerprint_duration` reads every one):
+What is hashed, per backend (fingerprints are compared as plain strings, so one version never
+matches another; :func:`fingerprint_duration` and :func:`same_duration` read every one):
 
-``v2``, libsndfile (wav, aiff, flac, ogg, opus, mp3)
-    ``frames`` from the header; segments read after a plain libsndfile seek (no pre-roll:
-    these values are in caches and must not change, and the same reads give the same value).
-``v3``, FFmpeg files that PyAV cuts at the exact frame (MP4/M4A, see
-    :mod:`tagger.segments`), at least as long as the segments
-    Segments placed on the container's announced length and read through
-    :meth:`SegmentReader.read <tagger.segments.SegmentReader.read>` from a decoder in its
-    initial state (:meth:`~tagger.segments.SegmentReader.rewind`: FFmpeg's AAC decoder draws
-    noise for PNS bands from a generator that seeks do not reset, so the same reads in the same
-    order give the same samples, every run); ``frames`` is where the last segment, read to the
-    end, stops, which is the count a sequential decode gives. Before, these files were hashed
-    whole (as ``v2``): a 4-minute m4a was decoded entirely to be recognised.
-``v2``, other FFmpeg files (raw ADTS .aac and the like) and short files
-    The whole track in one sequential decode; ``frames`` the frames decoded.
+* ``v2``, libsndfile files (wav, aiff, flac, ogg, opus, mp3): ``frames`` from the header;
+  segments read after a plain libsndfile seek. Caches hold these values, so they are read
+  exactly as before, without the pre-roll :mod:`tagger.segments` adds for its clips (the few
+  frames a Vorbis, Opus or mp3 seek may get wrong are the same for the same reads).
+* ``v3``, FFmpeg files that PyAV cuts at the exact frame (MP4/M4A, longer than the segments
+  together): segments placed on the length the container announces, read through
+  :meth:`tagger.segments.SegmentReader.read` from a decoder as opened
+  (:meth:`~tagger.segments.SegmentReader.rewind`; FFmpeg's AAC decoder draws the noise of
+  PNS bands from a generator that seeks do not reset, so only the same reads in the same
+  order from the same state give the same samples, in every run); ``frames`` is where the
+  last segment, read to the end, stops: the count a sequential decode gives, as in ``v2``.
+  Until then these files were hashed whole, as ``v2``: a 4-minute m4a was decoded entirely
+  to be recognised. A file analysed before keeps its ``v2`` value in the cache, so after a
+  move it is analysed once more instead of found.
+* ``v2``, other FFmpeg files (raw ADTS .aac and the like, whose timestamps are estimates) and
+  files shorter than the segments together: the whole track in one sequential decode;
+  ``frames`` the frames decoded.
 
 Fingerprints of genreml before version 2 (``<sha1>:<samples>`` of the first 10 s) never match
 either.

@@ -307,6 +307,8 @@ def read_clips(reader: SegmentReader, sr: int, clip_seconds: float,
     starts = [int(round(s * sr)) for s in starts_seconds]
     if length <= 0 or any(s < 0 for s in starts):
         raise ValueError("the clip length must be positive and starts not negative")
+    if reader.frames == 0:
+        raise AudioError("no audio frames")
     if reader.seekable:
         clips = {s: _clip_by_seek(reader, sr, length, s) for s in sorted(set(starts))}
     else:

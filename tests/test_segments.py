@@ -287,3 +287,12 @@ def test_ffmpeg_fingerprint_tells_songs_apart(tmp_path):
     b = write_audio(tmp_path / "b.m4a", other, 44100)
     assert fingerprint(a).split(":")[:4] == fingerprint(b).split(":")[:4]
     assert fingerprint(a) != fingerprint(b)
+
+
+def test_file_without_frames_is_no_audio_frames(tmp_path):
+    path = tmp_path / "empty.wav"
+    sf.write(path, np.zeros((0, 2), np.float32), 44100)  # a header and no audio
+    with SegmentReader(path) as reader:
+        assert reader.frames == 0 and clip_count(reader, SR, CLIP) == 0
+        with pytest.raises(AudioError, match="^no audio frames$"):
+            read_clips(reader, SR, CLIP, [0.0])
