@@ -1,7 +1,8 @@
 """Decode audio files into mono clips at a model's sample rate, block by block.
 
 libsndfile (through soundfile) decodes wav, aiff, flac, ogg/vorbis, opus and mp3; PyAV (FFmpeg's
-libraries, bundled in its wheel) decodes what libsndfile cannot, such as m4a/aac. Decoding,
+libraries, bundled in its wheel; :mod:`tagger.avdecode`) decodes what libsndfile cannot, such
+as m4a/aac. Decoding,
 down-mixing, resampling (soxr) and slicing run on blocks, so a two-hour file never sits in
 memory whole.
 """
@@ -15,17 +16,19 @@ import re
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import soundfile as sf
 import soxr
+
+from .avdecode import AvStream, av_blocks, open_av
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "AUDIO_EXTENSIONS",
     "AudioError",
+    "AvStream",
     "ClipBatch",
     "ClipStream",
     "SilentAudio",
@@ -34,7 +37,9 @@ __all__ = [
     "frame_clips",
     "is_audio_path",
     "load",
+    "open_audio",
     "open_checked",
+    "resample_blocks",
     "to_mono",
 ]
 
@@ -135,42 +140,22 @@ def open_soundfile(path: str | bytes | os.PathLike) -> sf.SoundFile:
     return f
 
 
-def _soundfile_blocks(path: Path, block_seconds: float) -> tuple[int, Iterator[np.ndarray]]:
-    f = open_soundfile(path)
-
-    def blocks() -> Iterator[np.ndarray]:
-        with f:
-            size = max(1, int(block_seconds * f.samplerate))
-            while True:
-                block = f.read(size, dtype="float32", always_2d=True)
-                if len(block) == 0:
-                    return
-                yield block
-
-    return f.samplerate, blocks()
-
-
-def open_av(path: str | os.PathLike) -> Any:
-    """Open ``path`` with PyAV; a name that is not valid UTF-8 goes through a Python file
-    object, since FFmpeg takes names as UTF-8 text."""
-    import av  # imported lazily: only files libsndfile cannot read need it
-
-    name = os.fsdecode(path)
+def soundfile_blocks(f: sf.SoundFile, block_seconds: float,
+                     close: bool = True) -> Iterator[np.ndarray]:
+    """float32 ``[frames, channels]`` blocks of an open libsndfile file from where it stands;
+    ``close`` closes it when the blocks are done or abandoned."""
+    size = max(1, int(block_seconds * f.samplerate))
     try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        handle = open(os.fsencode(path), "rb")
-        try:
-            return av.open(handle)
-        except BaseException:
-            handle.close()
-            raise
-    return av.open(name)
+        while len(block := f.read(size, dtype="float32", always_2d=True)):
+            yield block
+    finally:
+        if close:
+            f.close()
 
 
-def _pyav_blocks(path: Path, block_seconds: float) -> tuple[int, Iterator[np.ndarray]]:
-    import av
-
+def open_av_stream(path: str | os.PathLike) -> AvStream:
+    """Open ``path`` with PyAV and pick its first audio stream (:class:`AudioError` when it
+    has none, or no sample rate); PyAV's own errors pass through."""
     container = open_av(path)
     if not container.streams.audio:
         container.close()
@@ -180,25 +165,7 @@ def _pyav_blocks(path: Path, block_seconds: float) -> tuple[int, Iterator[np.nda
     if sr <= 0:
         container.close()
         raise AudioError("unknown sample rate")
-    resampler = av.AudioResampler(format="fltp")  # planar float32, channels kept
-
-    def blocks() -> Iterator[np.ndarray]:
-        pending: list[np.ndarray] = []
-        have = 0
-        size = int(block_seconds * sr)
-        with container:
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    arr = out.to_ndarray().T  # [samples, channels]
-                    pending.append(arr)
-                    have += len(arr)
-                if have >= size:
-                    yield np.concatenate(pending).astype(np.float32, copy=False)
-                    pending, have = [], 0
-        if pending:
-            yield np.concatenate(pending).astype(np.float32, copy=False)
-
-    return sr, blocks()
+    return AvStream(container, stream, sr)
 
 
 def open_checked(path: str | bytes | os.PathLike) -> Path:
@@ -225,28 +192,36 @@ def open_checked(path: str | bytes | os.PathLike) -> Path:
     return path
 
 
-def decode_blocks(
-    path: str | bytes | os.PathLike, block_seconds: float = BLOCK_SECONDS
-) -> tuple[int, Iterator[np.ndarray]]:
-    """Open ``path`` and return its native sample rate and an iterator of float32
-    ``[frames, channels]`` blocks.
+def open_audio(path: str | bytes | os.PathLike) -> sf.SoundFile | AvStream:
+    """Open ``path`` with libsndfile, or with PyAV (FFmpeg) when libsndfile cannot read it.
 
     Raises
     ------
     AudioError
-        When neither libsndfile nor FFmpeg can open the file, or it is not a regular file.
+        When neither can open the file, or it is not a regular file.
     """
     path = open_checked(path)
     try:
-        return _soundfile_blocks(path, block_seconds)
+        return open_soundfile(path)
     except (sf.LibsndfileError, RuntimeError, TypeError):
         try:
-            return _pyav_blocks(path, block_seconds)
+            return open_av_stream(path)
         except AudioError:
             raise
         except Exception as av_err:  # PyAV raises many error types for junk input
             reason = getattr(av_err, "strerror", None) or _one_line(av_err)
             raise AudioError(f"not decodable audio: {reason}") from av_err
+
+
+def decode_blocks(
+    path: str | bytes | os.PathLike, block_seconds: float = BLOCK_SECONDS
+) -> tuple[int, Iterator[np.ndarray]]:
+    """Open ``path`` (:func:`open_audio`) and return its native sample rate and an iterator
+    of float32 ``[frames, channels]`` blocks."""
+    handle = open_audio(path)
+    if isinstance(handle, AvStream):
+        return handle.rate, av_blocks(handle, block_seconds)
+    return handle.samplerate, soundfile_blocks(handle, block_seconds)
 
 
 def check_finite(block: np.ndarray) -> np.ndarray:
@@ -262,11 +237,15 @@ def _one_line(err: BaseException) -> str:
     return text[0] if text else type(err).__name__
 
 
-def _mono_resampled(
-    path: str | Path, sr: int, block_seconds: float = BLOCK_SECONDS
-) -> Iterator[np.ndarray]:
-    """Mono float32 blocks of ``path`` at ``sr``."""
-    native_sr, blocks = decode_blocks(path, block_seconds)
+def resample_blocks(native_sr: int, blocks: Iterable[np.ndarray], sr: int) -> Iterator[np.ndarray]:
+    """Mono float32 blocks at ``sr`` from native ``[frames, channels]`` blocks, through one
+    soxr stream (quality HQ) that is flushed at the end.
+
+    Raises
+    ------
+    AudioError
+        Invalid samples, or the decoder failing mid-stream (corrupt data).
+    """
     resampler = None if native_sr == sr else soxr.ResampleStream(
         native_sr, sr, 1, dtype="float32", quality="HQ"
     )
@@ -287,7 +266,7 @@ def load(path: str | Path, sr: int, max_seconds: float | None = None) -> np.ndar
     out: list[np.ndarray] = []
     have = 0
     limit = None if max_seconds is None else int(max_seconds * sr)
-    for block in _mono_resampled(path, sr):
+    for block in resample_blocks(*decode_blocks(path), sr):
         out.append(block)
         have += len(block)
         if limit is not None and have >= limit:
@@ -353,7 +332,7 @@ class ClipStream:
             pending_clips, pending_starts, pending = [], [], 0
             return batch
 
-        for block in _mono_resampled(self.path, self.sr):
+        for block in resample_blocks(*decode_blocks(self.path), self.sr):
             total += len(block)
             buffer = np.concatenate([buffer, block]) if len(buffer) else block
             clips = frame_clips(buffer, self.clip_length, self.hop_length)

@@ -48,7 +48,10 @@ def write_audio(path: Path | str, data: np.ndarray, sr: int) -> Path:
     ext = path.suffix.lower().lstrip(".")
     spec = FORMATS[ext]
     if spec is not None and not (ext == "opus" and sr not in OPUS_RATES):
-        sf.write(path, data, sr, format=spec[0], subtype=spec[1])
+        data = np.asarray(data).reshape(len(data), -1)
+        with sf.SoundFile(path, "w", sr, data.shape[1], format=spec[0], subtype=spec[1]) as f:
+            for at in range(0, len(data), 1 << 16):  # libsndfile's vorbis encoder crashes on
+                f.write(data[at:at + (1 << 16)])    # one write of a minute or more
         return path
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:

@@ -10,12 +10,14 @@ from pathlib import Path
 import mutagen
 import numpy as np
 import pytest
+import soundfile as sf
 
 import onnx_models as om
 from audiogen import make_audio, signal, write_audio
 from tagger.cache import Cache
 from tagger.fingerprint import (
     FINGERPRINT_VERSION,
+    SEEK_VERSION,
     fingerprint,
     fingerprint_duration,
     same_size_class,
@@ -62,7 +64,7 @@ def test_fingerprint_ignores_tags_and_names_but_not_content(tmp_path, ext):
     a = make_audio(tmp_path / f"a.{ext}", seconds=40.0, sr=44100, channels=2, kind="noise",
                    seed=1)
     before = fingerprint(a)
-    assert before.startswith(FINGERPRINT_VERSION + ":")
+    assert before.startswith((SEEK_VERSION if ext == "m4a" else FINGERPRINT_VERSION) + ":")
     assert fingerprint_duration(before) == pytest.approx(40.0, abs=0.05)
     tags = mutagen.File(a, easy=True)
     if tags.tags is None:
@@ -131,6 +133,30 @@ def test_size_class():
 def test_old_fingerprints_never_match():
     assert fingerprint_duration("0123abcd:160000") is None  # the format before version 2
     assert fingerprint_duration(f"{FINGERPRINT_VERSION}:44100:2:88200:ab") == 2.0
+    assert fingerprint_duration(f"{SEEK_VERSION}:44100:2:88200:ab") == 2.0
+    assert fingerprint_duration("v9:44100:2:88200:ab") is None
+
+
+def pcm16(seconds: float, sr: int, channels: int) -> np.ndarray:
+    """Noise-like 16-bit samples from integer arithmetic alone: the same on every machine."""
+    n = np.arange(int(seconds * sr), dtype=np.int64)
+    x = (n * 7919 + (n * n) % 65521) % 65536 - 32768
+    y = ((x * 3) // 4 + (n % 441) * 40 - 8820).clip(-32768, 32767)
+    return np.stack([x, y][:channels], axis=1).astype(np.int16)
+
+
+@pytest.mark.parametrize("name,seconds,sr,channels,want", [
+    ("long.wav", 20.0, 22050, 2, "v2:22050:2:441000:023b9daa4efa92172216f17799d5f13b2b84577e"),
+    ("long.flac", 20.0, 44100, 1, "v2:44100:1:882000:5c4bd55cb5674e9a5f7456544a385ca4f9736bd8"),
+    ("short.flac", 5.0, 16000, 2, "v2:16000:2:80000:caf7f79b8a6d6bc77f304caabddcec77e811068b"),
+])
+def test_libsndfile_fingerprints_are_those_caches_hold(tmp_path, name, seconds, sr, channels,
+                                                       want):
+    """Values computed by genreml before segments.py (commit 1849c6f): segments read after a
+    seek (the long files) and the whole track (the short one)."""
+    path = tmp_path / name
+    sf.write(path, pcm16(seconds, sr, channels), sr, subtype="PCM_16")
+    assert fingerprint(path) == want
 
 
 # --------------------------------------------------------------------------- the moved match
