@@ -3,7 +3,7 @@
     python bench/bench_default_models.py [--data ../shared/data/4q] [--gtzan ...] [--seed 0]
 
 Re-draws the split of ``make models`` with the card's seed (deterministic, no embeddings
-needed), runs the bundled ``tagger/models/genreml-4q.onnx`` through the tagger on the test
+needed), runs the bundled models (``tagger/models/``) through the tagger on the test
 tracks and prints the figures next to those recorded in ``tagger/models/metrics.json``.
 Needs the ``train`` extra (scikit-learn) but no TensorFlow.
 """
@@ -35,7 +35,7 @@ def main() -> None:
     recorded = json.loads((default_models_dir() / "metrics.json").read_text())["test"]
     index = corpus_index(args.data, args.gtzan, seed=args.seed)
     test = index.parts["test"]
-    genre_p, mood_p = model_probabilities(default_models_dir() / "genreml-4q.onnx", test.paths)
+    genre_p, mood_p = model_probabilities(default_models_dir(), test.paths)
     shipped = recorded["shipped"]
     columns = [index.genres.index(g) for g in shipped]
     q4 = test.source == "4q"

@@ -2,15 +2,16 @@
 
 Run by hand (not in CI), pinned to 2 cores like the CI machine::
 
-    taskset -c 0,1 python bench/bench_pipeline.py [--model FILE.onnx | --musicnn BACKBONE.onnx]
-        [--audio FILE ...]
+    taskset -c 0,1 python bench/bench_pipeline.py [--model FOLDER] [--audio FILE ...]
 
 Without ``--model`` it uses the bundled models if any; ``--model musicnn-sized`` builds a model
 of musicnn's input and cost (about 9 ms per clip on 2 cores) on the spot. Without ``--audio`` it
 encodes a 4-minute stereo 44.1 kHz mix of tones and noise as mp3 and flac. Prints Markdown for
-the README: stages timed alone (decode, resample, features, inference), then end to end as
-``genreml`` runs it (decoding a thread ahead of inference), then a fresh ``genreml analyze``
-process on the mp3 (imports and model loading included) and peak memory on a 2-hour file.
+the README: stages of a full analysis timed alone (decode, resample, features, backbone and
+heads on every clip), then end to end as ``genreml`` runs it with every clip (``--clips all``,
+decoding a thread ahead of inference) and with the default budget (seek-decoded clips), then a
+fresh ``genreml analyze`` process on the mp3 (imports and model loading included) and peak
+memory on a 2-hour file.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from tagger.audio import decode_blocks, frame_clips, to_mono  # noqa: E402
+from tagger.budget import ClipBudget  # noqa: E402
 from tagger.features import log_mel  # noqa: E402
 from tagger.model import ModelError, load_models  # noqa: E402
 from tagger.predict import Analyzer  # noqa: E402
@@ -53,27 +55,6 @@ def write_long_flac(path: Path, seconds: float, sr: int = 44100) -> Path:
         for _ in range(int(seconds // 60)):
             f.write(block)
     return path
-
-
-def musicnn_tagger(backbone: Path, out: Path) -> Path:
-    """The converted musicnn backbone (``genreml trainer`` output, e.g. runs/MSD_musicnn.onnx)
-    as a genreml model: its 50-tag taggram as the genre head. The real musicnn cost."""
-    import json
-
-    import onnx
-
-    from tagger.features import MUSICNN_FEATURES
-    from tagger.model import HeadSpec, metadata_for
-
-    model = onnx.load(backbone)
-    meta = {p.key: p.value for p in model.metadata_props}
-    tagger = onnx.utils.Extractor(model).extract_model(["mel"], ["taggram"])
-    tags = tuple(json.loads(meta["genreml.tags"]))
-    props = metadata_for(meta.get("genreml.backbone", "musicnn"), "bench", 16000, 3.0,
-                         MUSICNN_FEATURES, [HeadSpec("taggram", "genre", tags, 0.2)])
-    onnx.helper.set_model_props(tagger, props)
-    onnx.save(tagger, out)
-    return out
 
 
 def model_source(tmp: Path, given: str) -> str:
@@ -113,13 +94,14 @@ def stages(path: Path, analyzer: Analyzer) -> dict[str, float]:
     t_decode, (native, y) = timed(decode)
     t_resample, y16 = timed(lambda: soxr.resample(y, native, sr, quality="HQ"))
     clips = np.array(frame_clips(y16, int(clip * sr), int(clip * sr)))
-    model = models.models[0]
-    t_feat, mel = timed(lambda: log_mel(clips, sr, model.features))
-    t_inf, _ = timed(lambda: [m.run(mel) for m in models.models])
-    t_total, result = timed(lambda: analyzer.analyze(path))
+    t_feat, mel = timed(lambda: log_mel(clips, sr, models.backbone.features))
+    t_inf, _ = timed(lambda: models.apply_heads(models.backbone.embed(mel)))
+    every = Analyzer(models, budget=ClipBudget.parse("all"))
+    t_total, result = timed(lambda: every.analyze(path))
+    t_budget, budgeted = timed(lambda: analyzer.analyze(path))
     return {"decode": t_decode, "resample": t_resample, "features": t_feat,
             "inference": t_inf, "end_to_end": t_total, "duration": result.duration,
-            "clips": result.clips}
+            "clips": result.clips, "budgeted": t_budget, "budget_clips": budgeted.clips}
 
 
 def peak_memory(path: Path, model_arg: str) -> tuple[float, float]:
@@ -156,36 +138,34 @@ def cold_start(path: Path, model_arg: str, repeat: int = 3) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="",
-                    help="ONNX model file or folder, or 'musicnn-sized' (built on the spot)")
-    ap.add_argument("--musicnn", type=Path, metavar="BACKBONE.onnx",
-                    help="time a converted musicnn backbone (its taggram as the genre head)")
+                    help="model folder or head file, or 'musicnn-sized' (built on the spot)")
     ap.add_argument("--audio", nargs="*", type=Path, default=None)
     ap.add_argument("--long-minutes", type=float, default=120.0)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="genreml-bench-"))
-    if args.musicnn:
-        model_arg = str(musicnn_tagger(args.musicnn, tmp / f"{args.musicnn.stem}-tagger.onnx"))
-    else:
-        model_arg = model_source(tmp, args.model)
+    model_arg = model_source(tmp, args.model)
     models = load_models(model_arg or None, device="cpu")
     analyzer = Analyzer(models)
     print(f"cores: {len(os.sched_getaffinity(0))}, models: "
-          f"{', '.join(m.path.name for m in models.models)}, providers: {models.providers}")
+          f"{', '.join(m.path.name for m in [models.backbone, *models.heads])}, "
+          f"providers: {models.providers}")
     files = args.audio
     if not files:
         mix = music_like(240.0, 44100)
         files = [tmp / "track.mp3", tmp / "track.flac"]
         sf.write(files[0], mix, 44100, format="MP3")
         sf.write(files[1], mix, 44100, format="FLAC")
-    print("\n| file | decode | resample | features | inference | end-to-end | real-time factor |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| file | decode | resample | features | inference | every clip | real-time "
+          "factor | default budget | real-time factor |")
+    print("|---|---|---|---|---|---|---|---|---|")
     per_clip = []
     for path in files:
         s = stages(path, analyzer)
         print(f"| {path.suffix[1:]} {s['duration'] / 60:.1f} min, {s['clips']} clips "
               f"| {s['decode']:.3f} s | {s['resample']:.3f} s | {s['features']:.3f} s "
               f"| {s['inference']:.3f} s | {s['end_to_end']:.3f} s "
-              f"| {s['duration'] / s['end_to_end']:.0f}x |")
+              f"| {s['duration'] / s['end_to_end']:.0f}x | {s['budgeted']:.3f} s, "
+              f"{s['budget_clips']} clips | {s['duration'] / s['budgeted']:.0f}x |")
         per_clip.append(s["inference"] / s["clips"] * 1000)
     print(f"\ninference alone: {min(per_clip):.1f} ms per 3-s clip; a fresh `genreml analyze` "
           f"process on the {files[0].suffix[1:]}: {cold_start(files[0], model_arg):.2f} s")

@@ -64,16 +64,16 @@ def main() -> int:
     same = ([g for g, _ in results["cuda"].genres] == [g for g, _ in results["cpu"].genres]
             and results["cuda"].emotion[0] == results["cpu"].emotion[0])
     print(f"decisions (genres, mood) identical: {same}")
-    model = auto.models[0]
+    model = auto.backbone
     rng = np.random.default_rng(0)
     mel = log_mel(rng.normal(0, 0.1, (256, int(model.clip_seconds * model.sample_rate)))
                   .astype(np.float32), model.sample_rate, model.features)
     for batch in (8, 32, 128, 256):
         model.batch_size = batch
-        model.run(mel[:batch])
+        model.embed(mel[:batch])
         start = time.perf_counter()
         for _ in range(5):
-            model.run(mel)
+            model.embed(mel)
         per_clip = (time.perf_counter() - start) / (5 * len(mel)) * 1000
         print(f"GPU inference, batch {batch}: {per_clip:.3f} ms per 3-s clip")
     ok = worst <= TOLERANCE and same

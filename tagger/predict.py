@@ -4,6 +4,7 @@ aggregation."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -13,10 +14,12 @@ from typing import Generic, TypeVar
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .audio import ClipStream
+from .audio import SILENCE_PEAK, ClipStream
+from .budget import AUTO, ClipBudget, decision_margin, grid_indices
 from .features import log_mel
 from .model import ModelSet
 from .result import ClipEmbeddings, HeadResult, TrackResult
+from .segments import SegmentReader, clip_count, read_clips
 
 log = logging.getLogger(__name__)
 
@@ -139,29 +142,34 @@ def track_result(models: ModelSet, path: str | Path, duration: float, starts: np
 class Analyzer:
     """Analyse audio files with a :class:`~tagger.model.ModelSet`.
 
-    Decoding, resampling and features run in a background thread, ahead of the backbone.
-    While that thread computes, the backbone runs with one CPU thread fewer, so the two never
-    fight over a core; when it waits (queue full) or is done, the backbone takes every core.
-    The heads run once per track on its clip embeddings (:func:`track_result`).
+    A track is analysed through the clips its :class:`~tagger.budget.ClipBudget` picks on the
+    clip grid, each decoded from its own segment (:mod:`tagger.segments`); ``budget=all``
+    decodes the whole file in a background thread, ahead of the backbone, which then runs
+    with one CPU thread fewer so the two never fight over a core. The heads run once per
+    track on its clip embeddings (:func:`track_result`).
 
     Parameters
     ----------
     models : ModelSet
         The backbone and its heads (one per task at most).
     hop_seconds : float, optional
-        Distance between clip starts; default: the clip length (no overlap).
+        Distance between clip starts on the grid; default: the clip length (no overlap).
     threshold : float, optional
         Genre decision threshold overriding the model's own.
     max_genres : int, optional
         Keep at most this many genres per track.
+    budget : ClipBudget
+        Which clips of a track are analysed (default: ``auto``).
     """
 
     def __init__(self, models: ModelSet, hop_seconds: float | None = None,
-                 threshold: float | None = None, max_genres: int | None = None) -> None:
+                 threshold: float | None = None, max_genres: int | None = None,
+                 budget: ClipBudget = AUTO) -> None:
         self.models = models
         self.hop_seconds = hop_seconds
         self.threshold = threshold
         self.max_genres = max_genres
+        self.budget = budget
 
     def features(self, clips: np.ndarray) -> np.ndarray:
         """Log-mel patches ``[n, n_frames, n_mels]`` of clips ``[n, samples]``."""
@@ -170,26 +178,80 @@ class Analyzer:
     def embed(self, clips: np.ndarray, threads: int | None = None) -> np.ndarray:
         """float16 clip embeddings ``[n, dim]`` of clips ``[n, samples]`` at the models'
         rate (rounded as the cache keeps them)."""
-        return self.models.backbone.embed(self.features(clips), threads).astype(np.float16)
+        with threadpool_limits(limits=1, user_api="blas"):  # numpy's mel projection
+            mel = self.features(clips)
+        return self.models.backbone.embed(mel, threads).astype(np.float16)
 
     def predict_clips(self, clips: np.ndarray) -> dict[str, np.ndarray]:
         """Per-task probabilities ``[n, n_labels]`` for clips ``[n, samples]`` at the models'
         rate."""
         return self.models.apply_heads(self.embed(clips).astype(np.float32))
 
-    def _feature_batches(self, stream: ClipStream) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for batch in stream:
-            yield batch.starts, self.features(batch.clips)
-
-    def analyze(self, path: str | Path,
-                on_clips: Callable[[int], None] | None = None) -> TrackResult:
+    def analyze(self, path: str | Path, on_clips: Callable[[int], None] | None = None,
+                reader: SegmentReader | None = None) -> TrackResult:
         """Analyse one file.
+
+        Parameters
+        ----------
+        path : str or Path
+        on_clips : callable, optional
+            Called with the number of clips after each batch the backbone ran.
+        reader : SegmentReader, optional
+            ``path`` already open (the fingerprint read it): not opened a second time.
 
         Raises
         ------
         tagger.audio.AudioError
             The file cannot be decoded or holds no usable audio.
         """
+        if self.budget.clips is None:
+            return self._analyze_stream(path, on_clips)
+        with contextlib.nullcontext(reader) if reader is not None else SegmentReader(path) as r:
+            hop = self.hop_seconds or self.models.clip_seconds
+            n = clip_count(r, self.models.sample_rate, self.models.clip_seconds, hop)
+            if n is None:  # a length FFmpeg cannot tell: every clip, in one pass
+                return self._analyze_stream(path, on_clips)
+            chosen = grid_indices(n, self.budget.clips)
+            starts, emb = self._embed_at(r, chosen * hop, on_clips)
+            if not len(starts):  # every chosen clip silent: look at every clip
+                return self._analyze_stream(path, on_clips)
+            duration = (r.frames or 0) / r.native_rate
+            result = self._result(path, duration, starts, emb)
+            if (self.budget.widen and n > len(chosen)
+                    and decision_margin(result) < self.budget.margin):
+                more = np.setdiff1d(grid_indices(n, self.budget.widen), chosen)
+                extra_starts, extra = self._embed_at(r, more * hop, on_clips)
+                order = np.argsort(np.concatenate([starts, extra_starts]), kind="stable")
+                starts = np.concatenate([starts, extra_starts])[order]
+                emb = np.concatenate([emb, extra])[order]
+                result = self._result(path, duration, starts, emb)
+            return result
+
+    def _embed_at(self, reader: SegmentReader, starts: np.ndarray,
+                  on_clips: Callable[[int], None] | None) -> tuple[np.ndarray, np.ndarray]:
+        """Starts (seconds) and float16 embeddings of the non-silent clips at ``starts``."""
+        batch = read_clips(reader, self.models.sample_rate, self.models.clip_seconds, starts)
+        keep = np.abs(batch.clips).max(axis=1) >= SILENCE_PEAK if len(batch.clips) else []
+        clips, kept = batch.clips[keep], batch.starts[keep]
+        emb = self.embed(clips) if len(clips) else np.zeros(
+            (0, self.models.backbone.embedding.dim), np.float16)
+        if on_clips and len(clips):
+            on_clips(len(clips))
+        return kept, emb
+
+    def _result(self, path: str | Path, duration: float, starts: np.ndarray,
+                emb: np.ndarray) -> TrackResult:
+        embeddings = ClipEmbeddings(self.models.backbone.identity.sha256, emb)
+        return track_result(self.models, path, duration, starts, embeddings, self.threshold,
+                            self.max_genres)
+
+    def _feature_batches(self, stream: ClipStream) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for batch in stream:
+            yield batch.starts, self.features(batch.clips)
+
+    def _analyze_stream(self, path: str | Path,
+                        on_clips: Callable[[int], None] | None = None) -> TrackResult:
+        """Every clip of the grid, the file decoded once from start to end."""
         backbone = self.models.backbone
         stream = ClipStream(path, self.models.sample_rate, self.models.clip_seconds,
                             self.hop_seconds, batch_size=backbone.batch_size)
@@ -205,9 +267,8 @@ class Analyzer:
                 starts.append(batch_starts)
                 if on_clips:
                     on_clips(len(batch_starts))
-        embeddings = ClipEmbeddings(backbone.identity.sha256, np.concatenate(parts))
-        return track_result(self.models, path, stream.duration, np.concatenate(starts),
-                            embeddings, self.threshold, self.max_genres)
+        return self._result(path, stream.duration, np.concatenate(starts),
+                            np.concatenate(parts))
 
     def rehead(self, path: str | Path, duration: float, starts: np.ndarray,
                embeddings: ClipEmbeddings) -> TrackResult:

@@ -23,10 +23,11 @@ from pathlib import Path
 from .audio import AudioError
 from .budget import AUTO, ClipBudget
 from .cache import Cache
-from .fingerprint import fingerprint
+from .fingerprint import fingerprint_of
 from .model import ModelSet
 from .predict import Analyzer
 from .result import TrackResult
+from .segments import SegmentReader
 from .tags import (V23_SEP, FileChanged, FileTags, Policy, TagPlan, cleanup_stale_temp,
                    write_tags)
 
@@ -190,14 +191,15 @@ class Tagger:
                 if stored is not None:
                     result = self.analyzer.rehead(path, *stored[:3])
                     source, fp = "reheaded", stored.fingerprint
-            if result is None:
-                fp = fingerprint(path)
-                if not reanalyse and self._unchanged(path, st):
-                    result = self.cache.lookup_fingerprint(fp, self.identities, path=path)
-                    source = "moved"
-            if result is None:
-                result = self.analyzer.analyze(path)
-                source = "analysed"
+            if result is None:  # one open file for the fingerprint and the clips
+                with SegmentReader(path) as reader:
+                    fp = fingerprint_of(reader)
+                    if not reanalyse and self._unchanged(path, st):
+                        result = self.cache.lookup_fingerprint(fp, self.identities, path=path)
+                        source = "moved"
+                    if result is None:
+                        result = self.analyzer.analyze(path, reader=reader)
+                        source = "analysed"
             if not self._unchanged(path, st):
                 log.info("%s changed while it was analysed: analysing it again", path)
                 continue

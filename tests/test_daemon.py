@@ -528,10 +528,11 @@ def test_service_notifies_systemd_updates_beets_and_stops_on_sigterm(tmp_path, m
     server, sock_path = _notify_socket(tmp_path)
     cache_path = tmp_path / "cache.db"
     log_path = tmp_path / "watch.log"
-    # --stop-grace 0: the file in progress is abandoned to the queue at once. --hop 0.25:
-    # four times the clips, so the long file takes seconds to analyse even on a fast machine
-    # and the SIGTERM surely lands in the middle of it.
-    proc = spawn(["--settle", "0.5", "--stop-grace", "0", "--hop", "0.25", "--beets",
+    # --stop-grace 0: the file in progress is abandoned to the queue at once. --clips all
+    # --hop 0.25: every clip, four times over, so the long file takes seconds to analyse even
+    # on a fast machine and the SIGTERM surely lands in the middle of it.
+    proc = spawn(["--settle", "0.5", "--stop-grace", "0", "--clips", "all", "--hop", "0.25",
+                  "--beets",
                   "--models", models_dir, "--cache", cache_path, music], log_path,
                  {"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "600000", **beets_env})
     try:

@@ -34,9 +34,9 @@ class CountingAnalyzer(Analyzer):
 
     calls: list[str]
 
-    def analyze(self, path, on_clips=None):
+    def analyze(self, path, on_clips=None, **kw):
         self.calls.append(os.fsdecode(path))
-        return super().analyze(path, on_clips)
+        return super().analyze(path, on_clips, **kw)
 
 
 @pytest.fixture

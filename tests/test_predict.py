@@ -7,6 +7,7 @@ import pytest
 
 import onnx_models as om
 from audiogen import make_audio, signal, write_audio
+from tagger.budget import ClipBudget
 from tagger.model import load_models
 from tagger.predict import Analyzer, aggregate
 from tagger.result import decide_emotion, decide_genres
@@ -102,7 +103,7 @@ def test_streamed_analysis_equals_clip_by_clip_prediction(tmp_path):
 
     path = make_audio(tmp_path / "a.mp3", seconds=100.0, sr=44100, kind="noise")
     models = load_models(om.musicnn_sized_model(tmp_path / "m.onnx"), device="cpu", threads=2)
-    analyzer = Analyzer(models)
+    analyzer = Analyzer(models, budget=ClipBudget.parse("all"))
     result = analyzer.analyze(path)
     clips = np.concatenate([b.clips for b in ClipStream(path, 16000, 3.0)])
     expected = analyzer.predict_clips(clips)

@@ -30,7 +30,7 @@ class ReplacingAnalyzer(Analyzer):
         self.replacements = list(replacements)
         self.calls = 0
 
-    def analyze(self, path, on_clips=None):
+    def analyze(self, path, on_clips=None, **kw):
         self.calls += 1
         fired = []
 
@@ -39,7 +39,7 @@ class ReplacingAnalyzer(Analyzer):
                 fired.append(n)
                 os.replace(self.replacements.pop(0), path)
 
-        return super().analyze(path, after_batch)
+        return super().analyze(path, after_batch, **kw)
 
 
 @pytest.fixture
