@@ -19,12 +19,15 @@ from pathlib import Path
 from . import __version__
 from .cli_cache import cmd_playlist, cmd_show, cmd_status, open_cache
 from .cli_options import (V23_SEP, WithCommon, add_model_options, add_policy_options,
+                          add_workers_option,
                           add_verbosity, add_write_options)
 from .console import (EXIT_BROKEN_PIPE, EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE, Console,
                       UsageError, quiet_stdout)
 from .report import LineFormatter, RunCounts, format_outcome, format_result, printable
 
 log = logging.getLogger("genreml")
+# Files analysed at once by analyze and tag: see README's engine figures for the measurement.
+FILE_WORKERS = 1
 
 
 def _tagger_options(args: argparse.Namespace) -> dict:
@@ -49,7 +52,11 @@ def _analyzer(args: argparse.Namespace):
     from .result import check_threshold
 
     check_threshold(args.threshold, "--threshold", UsageError)
-    models = load_models(args.models, device=args.device, threads=args.threads)
+    from .onnxsession import available_cores
+
+    # the cores shared out between the files analysed at once
+    threads = args.threads or max(1, available_cores() // max(1, args.workers))
+    models = load_models(args.models, device=args.device, threads=threads)
     log.debug("models: %s on %s", {t: i.id for t, i in models.identities.items()},
               models.providers)
     return Analyzer(models, hop_seconds=args.hop, threshold=args.threshold,
@@ -69,12 +76,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     analyzer = _analyzer(args)
     console = Console(args.quiet)
 
-    def work(path: Path) -> None:
-        result = analyzer.analyze(path)
+    def done(path: Path, result) -> None:
         console.result(json.dumps(result.to_dict(args.timeline)) if args.json
                        else format_result(result))
 
-    counts = console.for_each_file(_files(args.paths), work, "analyze")
+    counts = console.for_each_file(_files(args.paths), analyzer.analyze, "analyze", done=done,
+                                   jobs=args.workers)
     return EXIT_FAILED_FILES if counts.failed else EXIT_OK
 
 
@@ -97,8 +104,10 @@ def cmd_tag(args: argparse.Namespace) -> int:
         else:
             files = _files(args.paths)
 
-        def work(path: Path) -> None:
-            outcome = tagger.tag(path, reanalyse=args.force)
+        def work(path: Path):
+            return tagger.tag(path, reanalyse=args.force)
+
+        def done(path: Path, outcome) -> None:
             counts.add(outcome.changed, outcome.source)
             if per_file:
                 console.result(format_outcome(outcome, args.dry_run))
@@ -107,7 +116,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
                 for line in outcome.plan.describe():
                     console.result(f"  {line}")
 
-        console.for_each_file(files, work, "tag", counts)
+        console.for_each_file(files, work, "tag", counts, done=done, jobs=args.workers)
     if not args.quiet:
         console.result(counts.line(args.dry_run))
     return EXIT_FAILED_FILES if counts.failed else EXIT_OK
@@ -193,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line per track")
     p.add_argument("--timeline", action="store_true", help="with --json: per-clip probabilities")
     add_model_options(p)
+    add_workers_option(p, FILE_WORKERS)
     p.set_defaults(func=cmd_analyze)
 
     cache_help = "results cache (default: $XDG_DATA_HOME/genreml/cache.db)"
@@ -217,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "decodes again)")
     p.add_argument("--cache", type=Path, default=None, help=cache_help)
     add_model_options(p)
+    add_workers_option(p, FILE_WORKERS)
     p.set_defaults(func=cmd_tag)
 
     p = sub.add_parser("show", help="what the cache knows about a file")
@@ -252,8 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "FUSE file systems)")
     p.add_argument("--poll-interval", type=float, default=10.0, metavar="SECONDS",
                    help="seconds between two polls of a folder (default: 10)")
-    p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="files analysed at once, threads sharing the loaded models (default: 1)")
+    add_workers_option(p)
     p.add_argument("--max-attempts", type=int, default=5, metavar="N",
                    help="tries per file before it is given up on (default: 5)")
     p.add_argument("--retry-delay", type=float, default=30.0, metavar="SECONDS",

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["BUNDLED_THRESHOLD", "MODES", "V23_SEP", "WithCommon", "add_model_options",
-           "add_policy_options", "add_verbosity", "add_write_options"]
+           "add_policy_options", "add_workers_option", "add_verbosity", "add_write_options"]
 
 MODES = ("fill", "merge", "force")  # = tagger.tags.MODES (not imported: as V23_SEP below)
 # The bundled model's genre threshold, for --help only: reading it from the model's metadata
@@ -47,6 +47,13 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    "already in the cache keep their analysis (--force analyses them again)")
     p.add_argument("--threads", type=int, default=None,
                    help="inference threads (default: the cores this process may use)")
+
+
+def add_workers_option(p: argparse.ArgumentParser, default: int = 1) -> None:
+    """``--workers``: files analysed at once, in threads sharing the loaded models."""
+    p.add_argument("--workers", type=int, default=default, metavar="N",
+                   help="files analysed at once, threads sharing the loaded models (default: "
+                   f"{default}); while one file decodes, another runs the backbone")
 
 
 def add_policy_options(p: argparse.ArgumentParser) -> None:

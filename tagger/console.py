@@ -8,13 +8,15 @@ and while it is shown every line (results, problems, log records) goes through
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
 import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from .report import RunCounts, failure_reason, printable, skip_reason
 
@@ -24,6 +26,7 @@ __all__ = ["Console", "EXIT_BROKEN_PIPE", "EXIT_FAILED_FILES", "EXIT_OK", "EXIT_
            "UsageError", "quiet_stdout"]
 
 EXIT_OK, EXIT_FAILED_FILES, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
 
 # 128 + SIGPIPE: what a shell reports for `cat`, `grep` ... cut off by `| head`, so a
 # `set -o pipefail` script sees genreml as it sees them. 0 would claim every line was read.
@@ -106,10 +109,17 @@ class Console:
             finally:
                 self._bar = None
 
-    def for_each_file(self, files: Sequence[Path], work: Callable[[Path], None], desc: str,
-                      counts: RunCounts | None = None) -> RunCounts:
-        """Run ``work`` on every file: a failing file prints one line on stderr and the run
-        goes on; a silent file is skipped (``skipped: silent``), which is not a failure.
+    def for_each_file(self, files: Sequence[Path], work: Callable[[Path], T], desc: str,
+                      counts: RunCounts | None = None,
+                      done: Callable[[Path, T], None] | None = None,
+                      jobs: int = 1) -> RunCounts:
+        """Run ``work`` on every file, ``jobs`` files at a time (in threads), and ``done`` on
+        each file's result in this thread, in the files' order: a failing file prints one
+        line on stderr and the run goes on; a silent file is skipped (``skipped: silent``),
+        which is not a failure.
+
+        With two jobs on two cores one file decodes while the other runs the backbone, so
+        neither core waits for the other's stage.
 
         Returns
         -------
@@ -117,20 +127,54 @@ class Console:
             ``counts`` (or a new one) with ``failed`` and ``skipped`` added.
         """
         counts = counts if counts is not None else RunCounts(write=False)
-        with self.progress(len(files), desc) as advance:
-            for path in files:
-                try:
-                    work(path)
-                except BrokenPipeError:
-                    raise  # stdout is gone: stop, as `cat` would (see main)
-                except Exception as err:  # one file must not end the run
-                    skipped = skip_reason(err)
-                    if skipped:
-                        counts.skipped += 1
-                        self.info(f"genreml: {printable(path)}: skipped: {skipped}")
-                    else:
-                        counts.failed += 1
-                        log.debug("traceback for %s", printable(path), exc_info=True)
-                        self.problem(path, failure_reason(err))
-                advance()
+        with self.progress(len(files), desc) as advance, _pool(jobs) as submit:
+            pending: collections.deque = collections.deque()
+            ahead = max(1, 2 * jobs)  # results held waiting for an earlier file
+            for path in [*files, None]:
+                if path is not None:
+                    pending.append((path, submit(work, path)))
+                while pending and (path is None or len(pending) > ahead
+                                   or pending[0][1].done()):
+                    first, future = pending.popleft()
+                    self._finish(first, future, done, counts)
+                    advance()
         return counts
+
+    def _finish(self, path: Path, future: concurrent.futures.Future, done: Callable | None,
+                counts: RunCounts) -> None:
+        try:
+            value = future.result()
+            if done is not None:
+                done(path, value)
+        except BrokenPipeError:
+            raise  # stdout is gone: stop, as `cat` would (see main)
+        except Exception as err:  # one file must not end the run
+            skipped = skip_reason(err)
+            if skipped:
+                counts.skipped += 1
+                self.info(f"genreml: {printable(path)}: skipped: {skipped}")
+            else:
+                counts.failed += 1
+                log.debug("traceback for %s", printable(path), exc_info=err)
+                self.problem(path, failure_reason(err))
+
+
+@contextlib.contextmanager
+def _pool(jobs: int) -> Iterator[Callable[..., concurrent.futures.Future]]:
+    """``submit(fn, arg)``: in ``jobs`` threads, or at once in this one for a single job (a
+    finished future, so tracebacks and debugging stay simple)."""
+    if jobs <= 1:
+        def now(fn: Callable, arg: object) -> concurrent.futures.Future:
+            future: concurrent.futures.Future = concurrent.futures.Future()
+            try:
+                future.set_result(fn(arg))
+            except BrokenPipeError:
+                raise
+            except Exception as err:
+                future.set_exception(err)
+            return future
+
+        yield now
+        return
+    with concurrent.futures.ThreadPoolExecutor(jobs, thread_name_prefix="genreml-file") as pool:
+        yield pool.submit

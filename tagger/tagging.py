@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -143,6 +144,7 @@ class Tagger:
                                       safe_only)
         self.counts: Counter[str] = Counter()
         self._cleaned: set[str] = set()  # folders whose stale temporary copies were removed
+        self._lock = threading.Lock()
 
     @property
     def identities(self):
@@ -241,9 +243,10 @@ class Tagger:
     def _clean_folder(self, path: Path) -> None:
         """Remove temporary copies a killed writer left next to ``path`` (once per folder)."""
         folder = os.path.dirname(os.path.abspath(path))
-        if folder in self._cleaned:
-            return
-        self._cleaned.add(folder)
+        with self._lock:  # files of one folder may be tagged in two threads at once
+            if folder in self._cleaned:
+                return
+            self._cleaned.add(folder)
         try:
             removed = cleanup_stale_temp(folder)
         except OSError as err:  # a folder we cannot list: tagging goes on
@@ -298,6 +301,7 @@ class Tagger:
                                        tagged=changed or outcome.plan.holds_own,
                                        settled=self.settle_key)
             break
-        self.counts[outcome.status] += 1
-        self.counts[source] += 1
+        with self._lock:
+            self.counts[outcome.status] += 1
+            self.counts[source] += 1
         return outcome
