@@ -44,7 +44,8 @@ def export(backbone_path: Path, genre, mood, genres: list[str], moods: list[str]
     metadata); returns ``out``."""
     from tagger.features import MUSICNN_FEATURES
     from tagger.model import HeadSpec
-    from trainer.export import join, save_split
+    from trainer.export import join
+    from trainer.split import save_split
     from trainer.features_cache import OnnxBackbone
     from trainer.heads import head_to_onnx
     from trainer.musicnn import CLIP_SECONDS, SAMPLE_RATE

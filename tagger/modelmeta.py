@@ -180,7 +180,7 @@ def read_metadata(name: str, meta: Mapping[str, str]) -> dict[str, str]:
     if own.get("format") == "1":
         raise ModelError(
             f"{name}: a format 1 model (backbone and heads in one file); split it into a "
-            f"backbone and a head file with `python -m trainer.export split {name} FOLDER`")
+            f"backbone and a head file with `python -m trainer.split {name} FOLDER`")
     if own.get("format") != FORMAT_VERSION:
         raise ModelError(f"{name}: metadata format {own.get('format')!r} is not supported")
     kind = own.get("kind")

@@ -102,7 +102,7 @@ def test_format_1_file_says_how_to_split_it(tmp_path):
         if prop.key == "genreml.format":
             prop.value = "1"
     onnx.save(model, path)
-    with pytest.raises(ModelError, match="format 1 .* `python -m trainer.export split"):
+    with pytest.raises(ModelError, match="format 1 .* `python -m trainer.split"):
         load_models(path, device="cpu")
 
 

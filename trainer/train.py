@@ -42,8 +42,8 @@ from .export import (
     join,
     keras_to_onnx,
     save_model,
-    save_split,
 )
+from .split import save_split
 from .features_cache import ClipSpec, FeatureCache, OnnxBackbone, compute_features
 from .model_card import write_card
 from .splits import Splits, leaked_groups, split_by_group, write_splits
