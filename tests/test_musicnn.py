@@ -105,6 +105,16 @@ def test_parity_with_tensorflow(onnx_path, mel, tf_out, ort_out):
     assert all(scaled <= 1e-4 for _, scaled in diffs.values()), diffs
 
 
+def test_bundled_backbone_matches_tensorflow(mel, tf_out):
+    """The shipped backbone (converted, then optimised by trainer.optimize) still computes
+    the checkpoint's penultimate layer."""
+    from tagger.model import default_models_dir
+
+    emb = run_onnx(default_models_dir() / "MSD_musicnn.onnx", {"mel": mel})["embedding"]
+    want = tf_out["penultimate"].reshape(len(mel), -1)
+    np.testing.assert_allclose(emb, want, atol=1e-4)
+
+
 def test_folding_matches_training_graph(mel, tf_out):
     # The same checkpoint run by TF with its tf.cond control flow intact (is_training=False).
     unfolded = musicnn.run_frozen_graph(musicnn.frozen_graph_def(MODEL, fold=False), mel)

@@ -204,4 +204,5 @@ def test_bundled_backbone_parity():
     assert set(diffs) == {"embedding"}
     assert diffs["embedding"][0] <= PARITY_TOLERANCE, diffs
     assert opt.metadata_props == model.metadata_props
-    assert "Transpose" not in ops(opt) and len(opt.graph.node) < len(model.graph.node)
+    # the bundled backbone is shipped optimised: nothing left to rewrite
+    assert "Transpose" not in ops(model) and len(opt.graph.node) == len(model.graph.node)
