@@ -40,8 +40,8 @@ log = logging.getLogger("build_default_models")
 
 def export(backbone_path: Path, genre, mood, genres: list[str], moods: list[str],
            threshold: float, out: Path, extra: dict[str, str]) -> Path:
-    """The backbone and one head file per task in folder ``out`` (display names in the
-    metadata); returns ``out``."""
+    """The backbone (optimised: :func:`trainer.optimize.optimize_backbone`) and one head
+    file per task in folder ``out`` (display names in the metadata); returns ``out``."""
     from tagger.features import MUSICNN_FEATURES
     from tagger.model import HeadSpec
     from trainer.export import join
@@ -58,7 +58,7 @@ def export(backbone_path: Path, genre, mood, genres: list[str], moods: list[str]
              HeadSpec("emotion", "emotion", tuple(moods))]
     save_split(proto, out, backbone.metadata.get("genreml.backbone", "MSD_musicnn"), "1",
                EMBEDDING, NAME, VERSION, SAMPLE_RATE, CLIP_SECONDS, MUSICNN_FEATURES, heads,
-               trainer="genreml scripts/build_default_models.py", **extra)
+               optimize=True, trainer="genreml scripts/build_default_models.py", **extra)
     return out
 
 

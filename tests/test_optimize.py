@@ -1,4 +1,5 @@
-"""trainer.optimize: graph rewrites that keep a backbone's outputs (tiny graphs, the bundled one).
+"""trainer.optimize: graph rewrites that keep a backbone's outputs (tiny graphs, the bundled one),
+``save_split(optimize=True)`` and ``python -m trainer.optimize FOLDER``.
 
 The tiny graph has the converter's patterns: a one-channel full-width conv in NHWC clothing
 (Unsqueeze, Transpose and Reshape chains around it), a batch norm right after a conv, parallel
@@ -8,14 +9,22 @@ pooling over a middle axis, an Identity and the dense layer's Mul/Add in front o
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tagger.model import default_models_dir
+import onnx_models as om
+from tagger.features import MUSICNN_FEATURES, FeatureSettings
+from tagger.model import HeadSpec, default_models_dir, file_sha256, load_models
 from trainer.optimize import (PARITY_TOLERANCE, backbone_parity, check_backbone_parity,
                               optimize_backbone)
+from trainer.optimize.folder import main, parity_mel
 
 T, F = 9, 6  # frames, mel bands of the tiny graph
 
@@ -206,3 +215,132 @@ def test_bundled_backbone_parity():
     assert opt.metadata_props == model.metadata_props
     # the bundled backbone is shipped optimised: nothing left to rewrite
     assert "Transpose" not in ops(model) and len(opt.graph.node) == len(model.graph.node)
+
+
+# --------------------------------------------------------------------------- model folders
+
+TINY_FEATURES = FeatureSettings(n_mels=F, n_frames=T)  # 16 kHz, 512/256 STFT, as musicnn
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _split_folder(folder: Path, optimize: bool) -> Path:
+    """A format 2 folder as the trainer writes it: the tiny backbone joined with a genre and
+    an emotion head, cut by ``save_split``."""
+    from trainer.export import join
+    from trainer.split import save_split
+
+    rng = np.random.default_rng(5)
+    heads = {}
+    for task, n, act in (("genre", 3, "sigmoid"), ("emotion", 2, "softmax")):
+        nodes, inits = om._head_nodes(task, "x", rng.normal(0, 1, (8, n)), rng.normal(0, .5, n),
+                                      act)
+        graph = helper.make_graph(
+            nodes, task, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+            [helper.make_tensor_value_info(task, TensorProto.FLOAT, ["batch", n])], inits)
+        heads[task] = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        heads[task].ir_version = 8
+    specs = [HeadSpec("genre", "genre", ("a", "b", "c"), 0.3),
+             HeadSpec("emotion", "emotion", ("calm", "tense"))]
+    save_split(join(tiny_backbone(), ["embedding"], heads), folder, "tiny", "1", ["embedding"],
+               "t", "1", 16000, 0.15, TINY_FEATURES, specs, optimize=optimize)
+    return folder
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _probs(folder: Path, mel: np.ndarray) -> dict[str, np.ndarray]:
+    models = load_models(folder, device="cpu", threads=1)
+    return models.apply_heads(models.backbone.embed(mel))
+
+
+def test_folder_command_optimises_in_place(tmp_path, mel, capsys):
+    folder = _split_folder(tmp_path / "m", optimize=False)
+    before = _probs(folder, mel)
+    old = _files(folder)
+    assert main([str(folder)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("tiny.onnx: ") and "re-stamped: t-emotion.onnx, t-genre.onnx" in line
+    new = _files(folder)
+    assert sorted(new) == sorted(old) and all(new[k] != old[k] for k in old)
+    backbone = onnx.load(str(folder / "tiny.onnx"))
+    assert "Transpose" not in ops(backbone) and len(backbone.graph.node) < len(
+        onnx.load_from_string(old["tiny.onnx"]).graph.node)
+    for head in ("t-genre.onnx", "t-emotion.onnx"):  # only the sha256 they name changed
+        meta = {p.key: p.value for p in onnx.load(str(folder / head)).metadata_props}
+        was = {p.key: p.value for p in onnx.load_from_string(old[head]).metadata_props}
+        assert meta == {**was, "genreml.backbone_sha256": file_sha256(folder / "tiny.onnx")}
+    after = _probs(folder, mel)  # loads: the heads name the new backbone
+    for task in ("genre", "emotion"):
+        np.testing.assert_allclose(after[task], before[task], atol=1e-4)
+    # a second run finds nothing to do and writes nothing
+    assert main([str(folder)]) == 0
+    assert "already optimised" in capsys.readouterr().out
+    assert _files(folder) == new
+
+
+def test_save_split_optimize_writes_what_the_command_makes(tmp_path):
+    """``save_split(optimize=True)`` (``make models``) and the command on a folder written
+    without it give the same files, byte for byte."""
+    plain = _split_folder(tmp_path / "plain", optimize=False)
+    assert main([str(plain)]) == 0
+    optimized = _split_folder(tmp_path / "optimized", optimize=True)
+    assert _files(optimized) == _files(plain)
+
+
+def test_folder_command_refuses_without_one_backbone(tmp_path, capsys):
+    folder = _split_folder(tmp_path / "m", optimize=False)
+    two = tmp_path / "two"
+    shutil.copytree(folder, two)
+    shutil.copy(two / "tiny.onnx", two / "other.onnx")
+    heads_only = tmp_path / "heads"
+    heads_only.mkdir()
+    shutil.copy(folder / "t-genre.onnx", heads_only)
+    for bad, why in ((two, "found 2 (other.onnx, tiny.onnx)"), (heads_only, "found 0"),
+                     (tmp_path / "absent", "not a folder")):
+        files = _files(bad) if bad.is_dir() else None
+        assert main([str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert why in err and err.count("\n") == 1, err
+        assert (_files(bad) if bad.is_dir() else None) == files
+    proc = subprocess.run([sys.executable, "-m", "trainer.optimize", str(two)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "exactly one backbone" in proc.stderr, proc.stderr
+
+
+def test_folder_command_writes_nothing_when_parity_fails(tmp_path, capsys, monkeypatch):
+    import trainer.optimize.folder as folder_mod
+
+    def broken(model: onnx.ModelProto) -> onnx.ModelProto:
+        out = optimize_backbone(model)
+        dense = next(i for i in out.graph.initializer if tuple(i.dims) == (26, 8))
+        w = numpy_helper.to_array(dense) * np.float32(1.05)  # every unit (some are dead)
+        dense.CopyFrom(numpy_helper.from_array(w, dense.name))
+        return out
+
+    folder = _split_folder(tmp_path / "m", optimize=False)
+    old = _files(folder)
+    monkeypatch.setattr(folder_mod, "optimize_backbone", broken)
+    assert main([str(folder)]) == 1
+    assert "differ" in capsys.readouterr().err
+    assert _files(folder) == old
+
+
+def test_parity_mel_of_musicnn_is_its_parity_features():
+    from trainer.musicnn import parity_features
+
+    meta = {"sample_rate": "16000", "clip_seconds": "3.0", "features": MUSICNN_FEATURES.to_json()}
+    np.testing.assert_array_equal(parity_mel(meta), parity_features(16))
+    tiny = {"sample_rate": "16000", "clip_seconds": "0.15", "features": TINY_FEATURES.to_json()}
+    assert parity_mel(tiny, 4).shape == (4, T, F)
+
+
+@pytest.mark.skipif(not BUNDLED.is_file(), reason=f"no bundled backbone at {BUNDLED}")
+def test_folder_command_leaves_the_bundled_models_alone(tmp_path, capsys):
+    for path in default_models_dir().glob("*.onnx"):
+        shutil.copy(path, tmp_path)
+    old = _files(tmp_path)
+    assert main([str(tmp_path)]) == 0
+    assert "already optimised" in capsys.readouterr().out
+    assert _files(tmp_path) == old

@@ -23,6 +23,7 @@ from tagger.modelmeta import (PREFIX, EmbeddingLayout, HeadSpec, backbone_metada
 
 from .export import (EMBEDDING, INPUT, PARITY_TOLERANCE, ExportError, _clean, _metadata,
                      _rename, _width, run_onnx, save_model, set_metadata)
+from .optimize import optimize_backbone
 
 __all__ = ["main", "save_split", "split"]
 
@@ -101,7 +102,7 @@ def save_split(model: onnx.ModelProto, folder: str | Path, backbone_name: str,
                backbone_version: str, layers: Sequence[str], name: str, version: str,
                sample_rate: int, clip_seconds: float, features: FeatureSettings,
                heads: Sequence[HeadSpec], embedding: str | None = None,
-               **extra: str) -> tuple[Path, list[Path]]:
+               optimize: bool = False, **extra: str) -> tuple[Path, list[Path]]:
     """Write ``model`` as ``FOLDER/<backbone_name>.onnx`` and one head file per task:
     ``FOLDER/<name>.onnx``, or ``FOLDER/<name>-<task>.onnx`` when ``model`` has several heads
     (each head has its own identity, so a new mood head leaves genre results fresh).
@@ -109,6 +110,8 @@ def save_split(model: onnx.ModelProto, folder: str | Path, backbone_name: str,
     The backbone file holds nothing model-specific, so every head trained on the same backbone
     names the same sha256; each head file names it. Backbone + heads must reproduce ``model``'s
     outputs within :data:`PARITY_TOLERANCE` on log-mel-like patches, or nothing is written.
+    With ``optimize``, the backbone is rewritten by :func:`trainer.optimize.optimize_backbone`
+    first (same outputs, faster graph); that check then covers the rewrite too.
 
     Returns
     -------
@@ -119,6 +122,8 @@ def save_split(model: onnx.ModelProto, folder: str | Path, backbone_name: str,
 
     folder = Path(folder)
     backbone, head = split(model, embedding)
+    if optimize:
+        backbone = optimize_backbone(backbone)
     width = _width(backbone.graph.output[0])
     if width is None:
         raise ExportError("the embedding has no static width")
