@@ -13,7 +13,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import and_, bindparam, delete, select, update
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 
 from ..fingerprint import same_duration, same_size_class
 from ..result import ClipEmbeddings, TrackResult
@@ -33,6 +34,24 @@ from .rows import (
 from .schema import EmbeddingRow, ResultRow, TrackRow, _utcnow
 
 logger = logging.getLogger(__name__)
+
+
+def _embedding_sql() -> str:
+    """:meth:`Results.embedding`'s SELECT as the driver's SQL, parameters ``(path, size,
+    mtime_ns, backbone)`` in that order."""
+    names = ("path", "size", "mtime_ns", "backbone")
+    stmt = (select(TrackRow.duration, TrackRow.fingerprint, EmbeddingRow.n_clips,
+                   EmbeddingRow.dim, EmbeddingRow.clip_starts, EmbeddingRow.clips)
+            .join(EmbeddingRow, EmbeddingRow.track_id == TrackRow.id)
+            .where(TrackRow.path == bindparam(names[0]), TrackRow.size == bindparam(names[1]),
+                   TrackRow.mtime_ns == bindparam(names[2]),
+                   EmbeddingRow.backbone_sha256 == bindparam(names[3])))
+    compiled = stmt.compile(dialect=SQLiteDialect_pysqlite())
+    assert tuple(compiled.positiontup or ()) == names
+    return compiled.string
+
+
+_EMBEDDING_SQL = _embedding_sql()
 
 
 class StoredEmbedding(NamedTuple):
@@ -202,19 +221,20 @@ class Results(Database):
         st = stat if stat is not None else _stat(key)
         if st is None:
             return None
-        stmt = (select(TrackRow.duration, TrackRow.fingerprint, EmbeddingRow.n_clips,
-                       EmbeddingRow.dim, EmbeddingRow.clip_starts, EmbeddingRow.clips)
-                .join(EmbeddingRow, EmbeddingRow.track_id == TrackRow.id)
-                .where(TrackRow.path == key, TrackRow.size == st.st_size,
-                       TrackRow.mtime_ns == st.st_mtime_ns,
-                       EmbeddingRow.backbone_sha256 == backbone))
-        with self._connect() as conn:
-            row = conn.execute(stmt).first()
+        # one SELECT, run on the driver as lookup() is: a re-heading asks once per file
+        params = (os.fsencode(key), st.st_size, st.st_mtime_ns, backbone)
+        with translate_errors(self.path):
+            conn = self._engine.raw_connection()
+            try:
+                row = conn.driver_connection.execute(_EMBEDDING_SQL, params).fetchone()
+            finally:
+                conn.close()
         if row is None:
             return None
-        clips = np.frombuffer(row.clips, "<f2").astype(np.float16).reshape(row.n_clips, row.dim)
-        return StoredEmbedding(row.duration, np.frombuffer(row.clip_starts, "<f4").astype(
-            np.float64), ClipEmbeddings(backbone, clips), row.fingerprint)
+        duration, fingerprint, n_clips, dim, starts, blob = row
+        clips = np.frombuffer(blob, "<f2").astype(np.float16).reshape(n_clips, dim)
+        return StoredEmbedding(duration, np.frombuffer(starts, "<f4").astype(np.float64),
+                               ClipEmbeddings(backbone, clips), fingerprint)
 
     def get(self, path: PathLike) -> TrackResult | None:
         """Everything stored for a file, whatever its stat or models (``genreml show``)."""
