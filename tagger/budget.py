@@ -11,7 +11,7 @@ soundtracks, 519 minutes; ``bench/clip_budget.py``, figures in README): 12 clips
 12 equal parts of the track, and where any decision is within :data:`WIDEN_MARGIN` of flipping
 (a genre probability that close to the threshold, two moods that close), 32 more spread the
 same way. It kept the full analysis's genres and mood on 99.0% of the tracks with 17 clips per
-track on average; a fixed 12 kept 94.2%, a fixed 40 kept 99.0% with 38.
+track on average; a fixed 12 kept 94.2%, a fixed 40 kept 99.0% with 36.
 """
 
 from __future__ import annotations
