@@ -17,6 +17,10 @@ models:
 
 # Benchmarks, pinned to 2 cores like CI; figures go into README.md by hand.
 bench:
+	$(PYTHON) bench/soundtracks.py $(SOUNDTRACKS)
+	taskset -c 0,1 $(PYTHON) bench/bench_engine.py $(SOUNDTRACKS)
+	taskset -c 0,1 $(PYTHON) bench/clip_budget.py $(SOUNDTRACKS)
+	taskset -c 0,1 $(PYTHON) bench/bench_rerun.py
 	taskset -c 0,1 $(PYTHON) bench/bench_pipeline.py --model musicnn-sized
 	taskset -c 0,1 $(PYTHON) bench/bench_pipeline.py
 	taskset -c 0,1 $(PYTHON) bench/bench_cache.py

@@ -78,10 +78,13 @@ def write_card(record: dict, out: Path) -> None:
     recalls = ", ".join(f"{k} {v:.2f}" for k, v in mood["per_class_recall"].items())
     text = f"""# {record['name']} {record['version']}: the bundled default models
 
-`{record['name']}.onnx` is one ONNX file: the musicnn **MSD** backbone (one backbone; v1 ran
+`MSD_musicnn.onnx` with `{record['name']}-genre.onnx` and `{record['name']}-emotion.onnx`: the
+musicnn **MSD** backbone (one backbone, optimised by `trainer.optimize`; v1 ran
 MSD and MTT side by side) and two small heads over its 200-unit penultimate layer: **genre**
-(one sigmoid per genre) and **emotion** (softmax over four moods). The tagger runs the backbone
-once per 3-s clip, applies the heads to each clip and averages the clip probabilities.
+(one sigmoid per genre) and **emotion** (softmax over four moods), each head in its own file
+naming the backbone by sha256. The tagger runs the backbone once per analysed 3-s clip, applies
+the heads to each clip's embedding (rounded to float16, as the cache keeps it) and averages the
+clip probabilities.
 
 Genres shipped: **{', '.join(display_name(g) for g in test['shipped'])}**.
 Written threshold: **{sel['threshold']:g}** (Classical: see below). Moods: happy, tense, sad, calm.
