@@ -386,6 +386,31 @@ def test_catch_up_scan_after_downtime(tmp_path, models, sounds):
         assert read_tags(music / "old.flac").genres == ["Ambient"]  # fill: the edit stays
 
 
+def test_catch_up_reheads_before_it_decodes(tmp_path, models, models_dir, sounds):
+    """New heads on the same backbone: the catch-up queues the cached files first (their
+    embeddings give the new result without decoding), the file that needs decoding last."""
+    music = tmp_path / "music"
+    music.mkdir()
+    cache_path = tmp_path / "cache.db"
+    for name in ("b-low.flac", "c-high.mp3"):
+        shutil.copy(sounds[name.split("-", 1)[1]], music / name)
+    with daemon_thread(models, [music], cache_path, settle=0.3) as (d, cache):
+        wait_for(lambda: d.stats["done"] == 2, what="first run")
+    shutil.copy(sounds["low.wav"], music / "a-new.wav")  # first by name, needs decoding
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (backbone,) = models_dir.glob("backbone-*.onnx")
+    shutil.copy(backbone, v2)
+    om.band_model(v2 / "band.onnx", version="2")
+    # settle 0: every file goes through the scan's queueing now, none through the settler
+    with daemon_thread(load_models(v2, device="cpu", threads=1), [music], cache_path,
+                       settle=0.0) as (d, cache):
+        wait_for(lambda: d.stats["done"] == 3, what="catch-up done")
+        assert d.stats["reheaded"] == 2 and d.stats["analysed"] == 1
+        order = [Path(j.path).name for j in sorted(cache.recent_jobs("done"), key=lambda j: j.id)]
+        assert order[-3:] == ["b-low.flac", "c-high.mp3", "a-new.wav"]
+
+
 # --------------------------------------------------------------------------- logs, usage
 
 

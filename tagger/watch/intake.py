@@ -24,6 +24,7 @@ from .links import inside
 
 if TYPE_CHECKING:
     from ..cache import Cache
+    from ..model import ModelSet
     from ..result import ModelIdentity
     from .links import LinkGuard
     from .roots import WatchedRoot
@@ -51,6 +52,7 @@ class Intake:
     links: LinkGuard
     roots: list[WatchedRoot]
     identities: dict[str, ModelIdentity]
+    models: ModelSet
     stopping: threading.Event
     wake: threading.Event
     _state_lock: threading.Lock
@@ -86,7 +88,10 @@ class Intake:
     def catch_up(self, root: str) -> None:
         """Queue what changed below ``root`` while nobody watched: files the cache does not
         know as they are, except those already given up on in this very version. Files younger
-        than the settle time go through the settler, as if an event had come."""
+        than the settle time go through the settler, as if an event had come. Files whose
+        cached embeddings new heads can re-tag (no decoding) are queued as they are found;
+        those that need decoding after the whole scan, so a new head reaches the library
+        first."""
         failed = {j.path: j.updated_at.timestamp() for j in self.cache.failed_jobs()}
         # Already queued or in a worker's hands (a restart after a crash): a second job would
         # only find the cache hit its first one leaves.
@@ -94,6 +99,8 @@ class Intake:
         quiet = self._quiet_for(root)
         started = time.monotonic()
         total = queued = settling = 0
+        backbone = self.models.backbone.identity.sha256
+        decode: list[str] = []
         for chunk in _chunks(find_audio([root]), SCAN_CHUNK):
             if self.stopping.is_set():
                 return
@@ -109,9 +116,12 @@ class Intake:
                 if now - st.st_mtime < quiet:
                     self.settler.touch(path, settle=quiet)
                     settling += 1
-                else:
+                elif self.cache.embedding(path, backbone, st) is not None:
                     old.append(path)
+                else:
+                    decode.append(path)
             queued += self._enqueue(old)
+        queued += self._enqueue(decode)
         log.info("catch-up scan of %s: %d audio files, %d queued, %d settling (%.1f s)", root,
                  total, queued, settling, time.monotonic() - started)
 
