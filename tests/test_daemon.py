@@ -601,7 +601,9 @@ def test_kill_9_then_restart_finishes_every_file_once(tmp_path, models_dir, soun
         make_audio(music / name, seconds=2.0, sr=16000, freq=(5000.0 if i % 2 else 150.0) + 20 * i)
         names.append(name)
     cache_path = tmp_path / "cache.db"
-    args = ["--settle", "0.5", "--models", models_dir, "--cache", cache_path, music]
+    # one worker analysing every clip: the long file holds it for seconds, the others wait
+    args = ["--settle", "0.5", "--workers", "1", "--clips", "all", "--models", models_dir,
+            "--cache", cache_path, music]
     logs = [tmp_path / "run1.log", tmp_path / "run2.log"]
     cache = Cache(cache_path)
     try:
