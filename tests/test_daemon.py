@@ -608,8 +608,9 @@ def test_kill_9_then_restart_finishes_every_file_once(tmp_path, models_dir, soun
     cache = Cache(cache_path)
     try:
         first = spawn(args, logs[0])
-        wait_for(lambda: cache.counts()["running"] == 1, timeout=90, interval=0.02,
-                 what="the long file running")
+        # the small files may still be settling when the long one starts: wait for them too
+        wait_for(lambda: cache.counts()["running"] == 1 and cache.counts()["pending"] == 5,
+                 timeout=90, interval=0.02, what="the long file running, the others queued")
         first.kill()  # SIGKILL: no chance to clean up
         first.wait(10)
         assert cache.counts() == {"pending": 5, "running": 1, "done": 0, "failed": 0}
