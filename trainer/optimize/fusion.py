@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
-from .graph import _attr, _attrs, _bypass, _Graph, _insert_after, _remove_dead, _toposort
+from .graph import (_attr, _attrs, _bypass, _Graph, _insert_after, _remove_dead, _replace)
 
 # No __all__ here: trainer.optimize (its __init__) lists what the package exports.
 
@@ -213,11 +213,7 @@ def _hoist_concat(g: _Graph) -> int:
             helper.make_node(op, [inner, *extra_inputs], [cat.output[0]],
                              name=g.fresh(f"{name}/{op}"), **attrs),
         ]
-        _insert_after(g.graph, cat, new)
-        g.graph.node.remove(cat)
-        _remove_dead(g.model)
-        _toposort(g.model)
-        g = _Graph(g.model)
+        g = _replace(g, cat, new)
         done += 1
     return done
 

@@ -145,6 +145,16 @@ def _insert_after(graph: onnx.GraphProto, anchor: onnx.NodeProto,
         graph.node.insert(at + offset, node)
 
 
+def _replace(g: _Graph, old: onnx.NodeProto, new: Iterable[onnx.NodeProto]) -> _Graph:
+    """Put ``new`` where ``old`` was, drop what no longer feeds an output, restore the
+    topological order, and return a fresh view of the model (the old one's maps are stale)."""
+    _insert_after(g.graph, old, new)
+    g.graph.node.remove(old)
+    _remove_dead(g.model)
+    _toposort(g.model)
+    return _Graph(g.model)
+
+
 def _bypass(g: _Graph, node: onnx.NodeProto, source: str) -> bool:
     """Remove a node whose output equals ``source``; keep a graph output's name.
 

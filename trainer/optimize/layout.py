@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .graph import _attr, _attrs, _bypass, _Graph, _insert_after, _remove_dead, _toposort
+from .graph import (_attr, _attrs, _bypass, _Graph, _insert_after, _remove_dead, _replace)
 
 # No __all__ here: trainer.optimize (its __init__) lists what the package exports.
 
@@ -257,11 +257,7 @@ def _sink_transposes(g: _Graph) -> int:
         else:
             moved.append(helper.make_node("Transpose", [inner], [node.output[0]], perm=out_perm,
                                           name=g.fresh(f"{name}/transpose")))
-        _insert_after(g.graph, node, moved)
-        g.graph.node.remove(node)
-        _remove_dead(g.model)
-        _toposort(g.model)
-        g = _Graph(g.model)
+        g = _replace(g, node, moved)
         done += 1
     return done
 
@@ -300,11 +296,7 @@ def _sink_unsqueeze(g: _Graph) -> int:
                                  [inner], name=g.fresh(name), **_attrs(node))
         unsq = helper.make_node("Unsqueeze", [inner, sources[0].input[1]], [node.output[0]],
                                 name=g.fresh(f"{name}/unsqueeze"))
-        _insert_after(g.graph, node, [moved, unsq])
-        g.graph.node.remove(node)
-        _remove_dead(g.model)
-        _toposort(g.model)
-        g = _Graph(g.model)
+        g = _replace(g, node, [moved, unsq])
         done += 1
     return done
 
