@@ -34,15 +34,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import confuse
-from mediafile import (
-    ASFStorageStyle,
-    MediaField,
-    MediaFile,
-    MP3DescStorageStyle,
-    MP3StorageStyle,
-    MP4StorageStyle,
-    StorageStyle,
-)
 
 from beets import ui
 from beets.dbcore import types
@@ -50,6 +41,7 @@ from beets.library import Item
 from beets.plugins import BeetsPlugin, find_plugins
 from tagger.beetsfields import MEDIA_FIELDS, field_name, label_fields, shared_models, slugify
 from tagger.beetsfields import apply_result as set_fields
+from tagger.moodfield import MoodField
 from tagger.playlist import (PlaylistEntry, UnknownLabel, format_m3u, match_label,
                              write_text_atomically)
 from tagger.report import RunCounts, failure_reason, format_result, printable, skip_reason
@@ -70,35 +62,6 @@ __all__ = ["GenremlPlugin", "field_name", "slugify"]  # the last two: tagger.bee
 DEVICES = ("auto", "cpu", "cuda")
 PROB_TYPE = types.Float(3)  # shown with three decimals: `beet ls -f '$mood_calm'` -> 0.734
 DEFAULT_MOOD_MIN_PROB = 0.5
-
-
-class MoodField(MediaField):
-    """The ``mood`` media field, stored as :mod:`tagger.tags` stores it.
-
-    ID3v2.4 ``TMOO``; ID3v2.3 (beets' ``id3v23: yes``) has no ``TMOO`` (mutagen drops it on a
-    v2.3 save), so ``TXXX:MOOD`` there; the other spelling is removed so no reader keeps a stale
-    mood. Vorbis ``MOOD``, MP4 ``----:com.apple.iTunes:MOOD``, ASF ``WM/Mood``.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(
-            MP3StorageStyle("TMOO"),
-            MP3DescStorageStyle("MOOD"),
-            MP4StorageStyle("----:com.apple.iTunes:MOOD"),
-            StorageStyle("MOOD"),
-            ASFStorageStyle("WM/Mood"),
-        )
-
-    def __set__(self, mediafile: MediaFile, value: str | None) -> None:
-        if value is None:
-            value = ""
-        for style in self.styles(mediafile.mgfile):
-            if isinstance(style, MP3StorageStyle):  # TMOO or TXXX:MOOD, by the tag version
-                wanted = MP3DescStorageStyle if mediafile.id3v23 else MP3StorageStyle
-                if type(style) is not wanted:
-                    style.delete(mediafile.mgfile)
-                    continue
-            style.set(mediafile.mgfile, value)
 
 
 class GenremlPlugin(BeetsPlugin):
