@@ -618,6 +618,7 @@ def test_schema_1_gains_the_tagged_column(tmp_path):
     # as genreml with schema 1 left it: no tagged column, no embeddings table
     sql(db, "ALTER TABLE tracks DROP COLUMN tagged")
     sql(db, "ALTER TABLE tracks DROP COLUMN settled")
+    sql(db, "ALTER TABLE tracks DROP COLUMN written")
     sql(db, "DROP TABLE embeddings")
     sql(db, "PRAGMA user_version = 1")
     with Cache(db) as c:
@@ -625,6 +626,19 @@ def test_schema_1_gains_the_tagged_column(tmp_path):
         assert c.summary() == {"tracks": 1, "tagged": 0, "stale": 0, "failed": 0}
     assert sql(db, "PRAGMA user_version") == [(NOW,)]
     assert sql(db, "SELECT count(*) FROM embeddings") == [(0,)]  # schema 3's table, empty
+    assert sql(db, "SELECT written FROM tracks") == [(None,)]  # schema 4's column
+
+
+def test_written_values_are_recorded_and_outlive_a_new_analysis(tmp_path, cache):
+    path, result = stored(tmp_path, cache, "a.flac")
+    assert cache.written([path]) == {}
+    cache.update_stat(path, tagged=True, written={"genres": ["Jazz"], "mood": "calm"})
+    cache.store(result, FP_A)  # analysed again: "tagged" is reset, "written" is not
+    assert cache.tagged_result(path) is None
+    assert cache.written([path]) == {str(path): {"genres": ["Jazz"], "mood": "calm"}}
+    sql(cache.path, "UPDATE tracks SET written = 'not json'")
+    assert cache.written([path])[str(path)]["genres"] == []
+    assert cache.written([path])[str(path)]["damaged"]
 
 
 def test_embeddings_round_trip_and_belong_to_one_backbone_and_stat(tmp_path, cache):

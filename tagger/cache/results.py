@@ -6,6 +6,7 @@ File tags and beets fields are projections of what is stored here.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -254,6 +255,24 @@ class Results(Database):
         with self._connect() as conn:
             return _load(conn, _track_select(where, None)).get(key)
 
+    def written(self, paths: Iterable[PathLike]) -> dict[str, dict[str, Any]]:
+        """What genreml's own tag writes left in each file: ``{"genres": [...], "mood": m}``
+        per path it recorded (another analysis does not reset it). Learning from a library
+        takes these values out of the labels it reads (:mod:`tagger.learn`)."""
+        keys = [_norm(p) for p in paths]
+        out: dict[str, dict[str, Any]] = {}
+        with self._connect() as conn:
+            for chunk in _chunks(keys):
+                rows = conn.execute(select(TrackRow.path, TrackRow.written).where(
+                    TrackRow.path.in_(chunk), TrackRow.written.is_not(None)))
+                for path, text in rows:
+                    try:
+                        out[path] = json.loads(text)
+                    except ValueError:  # a damaged value: trust none of its labels
+                        logger.warning("%s: unreadable record of genreml's tags", path)
+                        out[path] = {"genres": [], "mood": None, "damaged": True}
+        return out
+
     def info(self, path: PathLike) -> dict[str, Any] | None:
         """The bookkeeping of a stored file: stat, fingerprint, dates and per-task models.
 
@@ -307,11 +326,13 @@ class Results(Database):
                 _store(conn, result, fingerprint, st, now)
 
     def update_stat(self, path: PathLike, stat: os.stat_result | None = None, *,
-                    tagged: bool = False, settled: str | None = None) -> bool:
+                    tagged: bool = False, settled: str | None = None,
+                    written: Mapping[str, Any] | None = None) -> bool:
         """Record a file's current size and mtime after genreml rewrote its tags, so the next
         run sees it unchanged (and with ``tagged``, that its tags hold the result; with
-        ``settled``, the key of the tag settings it now satisfies). Returns whether the file
-        is in the cache."""
+        ``settled``, the key of the tag settings it now satisfies; with ``written``, the
+        ``{"genres": [...], "mood": ...}`` genreml's writes left in it, see :meth:`written`).
+        Returns whether the file is in the cache."""
         key = _norm(path)
         st = stat if stat is not None else os.stat(key)
         values: dict[str, Any] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
@@ -319,6 +340,9 @@ class Results(Database):
             values["tagged"] = True
         if settled is not None:
             values["settled"] = settled
+        if written is not None:
+            values["written"] = json.dumps({"genres": list(written.get("genres") or []),
+                                            "mood": written.get("mood")})
         with self._connect(write=True) as conn:
             done = conn.execute(update(TrackRow).where(TrackRow.path == key).values(**values))
             return done.rowcount > 0

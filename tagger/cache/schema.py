@@ -20,7 +20,9 @@ Tables
                   result into the file's tags; reset when the file is analysed again), settled
                   (the tag settings under which genreml last left the file holding what they
                   ask, with this size and mtime: a re-run with the same settings need not
-                  open it; reset with tagged).
+                  open it; reset with tagged), written (JSON: the genres and mood genreml's
+                  own tag writes left in the file; kept across analyses: what learning from
+                  the library must not take for the user's labels).
 ``results``       one row per track and task: model name/version/sha256, threshold, stale flag,
                   labels (JSON), probs (float32 blob), clip starts (float32 blob) and timeline
                   (float16 blob, ``[n_clips, n_labels]``).
@@ -80,7 +82,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 JOB_STATES = ("pending", "running", "done", "failed")
 
 
@@ -150,6 +152,9 @@ class TrackRow(Base):
     tagged: Mapped[bool] = mapped_column(default=False, server_default=text("0"))
     # the key of the tag settings (models, policy, threshold, ...) the file last settled under
     settled: Mapped[str | None]
+    # JSON {"genres": [...], "mood": ...}: the values genreml's own tag writes left in the
+    # file; kept across new analyses, so they are never mistaken for the user's labels
+    written: Mapped[str | None]
 
     results: Mapped[list[ResultRow]] = relationship(
         back_populates="track", cascade="all, delete-orphan", passive_deletes=True
@@ -253,7 +258,11 @@ def _add_embeddings(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE tracks ADD COLUMN settled VARCHAR")
 
 
-MIGRATIONS: dict[int, Migration] = {1: _add_tagged, 2: _add_embeddings}
+def _add_written(conn: Connection) -> None:
+    conn.exec_driver_sql("ALTER TABLE tracks ADD COLUMN written VARCHAR")
+
+
+MIGRATIONS: dict[int, Migration] = {1: _add_tagged, 2: _add_embeddings, 3: _add_written}
 
 
 def _user_version(conn: Connection) -> int:

@@ -105,6 +105,21 @@ class TagPlan:
         return self.own is not None and own_values_removed(after, self.own) != after
 
     @property
+    def ours(self) -> FileTags:
+        """The values genreml put (or keeps) in the file with this plan: those of
+        :attr:`after` that are not the user's (the user's: :attr:`before` without ``own``).
+
+        What the cache records as genreml's (:meth:`tagger.cache.Cache.update_stat`), so that
+        learning from a library never takes genreml's own output for the user's truth.
+        """
+        users = own_values_removed(self.before, self.own) if self.own else self.before
+        theirs = {_key(g) for g in users.genres}
+        mood = self.mood.new
+        if mood is not None and users.mood is not None and _key(mood) == _key(users.mood):
+            mood = None
+        return FileTags([g for g in self.genre.new if _key(g) not in theirs], mood)
+
+    @property
     def before(self) -> FileTags:
         return FileTags(list(self.genre.old), self.mood.old)
 
