@@ -48,7 +48,7 @@ def _policy(args: argparse.Namespace):
 
 
 def _analyzer(args: argparse.Namespace):
-    from .model import load_models
+    from .personal import load_run_models
     from .predict import Analyzer
     from .result import check_threshold
 
@@ -57,7 +57,7 @@ def _analyzer(args: argparse.Namespace):
 
     # the cores shared out between the files analysed at once
     threads = args.threads or max(1, available_cores() // max(1, args.workers))
-    models = load_models(args.models, device=args.device, threads=threads)
+    models = load_run_models(args.models, args.heads, device=args.device, threads=threads)
     log.debug("models: %s on %s", {t: i.id for t, i in models.identities.items()},
               models.providers)
     return Analyzer(models, hop_seconds=args.hop, threshold=args.threshold,
@@ -295,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list at most N failed files (default: 20)")
     p.set_defaults(func=cmd_status)
 
+    from .cli_learn import add_learn_parser
+
+    add_learn_parser(sub, cache_help, FILE_WORKERS)
     _add_plugin_commands(sub)
     return parser
 

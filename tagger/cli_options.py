@@ -10,17 +10,19 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BUNDLED_THRESHOLD", "MODES", "V23_SEP", "WithCommon", "add_model_options",
+__all__ = ["BUNDLED_THRESHOLD", "HEAD_CHOICES", "MODES", "V23_SEP", "clip_budget_arg", "WithCommon", "add_model_options",
            "add_policy_options", "add_workers_option", "add_verbosity", "add_write_options"]
 
 MODES = ("fill", "merge", "force")  # = tagger.tags.MODES (not imported: as V23_SEP below)
 # The bundled model's genre threshold, for --help only: reading it from the model's metadata
 # means importing onnxruntime (~0.4 s) on every `genreml --help`; a test keeps the two equal.
 BUNDLED_THRESHOLD = 0.25
+HEAD_CHOICES = ("auto", "default", "personal", "both")  # = tagger.personal.HEAD_CHOICES
 V23_SEP = "; "  # = tagger.tags.V23_SEP (not imported here: mutagen is not needed for --help)
 
 
-def _clip_budget(text: str):
+def clip_budget_arg(text: str):
+    """``--clips``: a :class:`tagger.budget.ClipBudget` (argparse type)."""
     from .budget import ClipBudget
 
     try:
@@ -33,6 +35,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     """Which models, on which device, and how their output is decided and sampled."""
     p.add_argument("--models", type=Path, default=None,
                    help="folder (or file) of genreml ONNX models; default: the bundled models")
+    p.add_argument("--heads", choices=HEAD_CHOICES, default="auto",
+                   help="which heads: default (bundled or --models), personal (learned by "
+                   "`genreml learn`), both (personal mood, union of genres, personal first), "
+                   "auto (default): both when a personal head exists and no --models")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="onnxruntime device (default: auto, CUDA when available)")
     p.add_argument("--threshold", type=float, default=None,
@@ -41,7 +47,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-genres", type=int, default=None, help="keep at most N genres")
     p.add_argument("--hop", type=float, default=None,
                    help="seconds between clip starts (default: the clip length)")
-    p.add_argument("--clips", type=_clip_budget, default="auto", metavar="auto|all|N",
+    p.add_argument("--clips", type=clip_budget_arg, default="auto", metavar="auto|all|N",
                    help="clips analysed per track, spread evenly over it: auto (default: 12, "
                    "and 32 more where a decision is close), all (every clip), or N; files "
                    "already in the cache keep their analysis (--force analyses them again)")

@@ -252,7 +252,7 @@ class ModelSet:
     """What one analysis runs: the backbone, and at most one head per task on it."""
 
     backbone: Backbone
-    heads: list[HeadModel]
+    heads: list[HeadModel]  # or objects that run like one (tagger.personal's views)
 
     def __post_init__(self) -> None:
         if not self.heads:
@@ -287,6 +287,12 @@ class ModelSet:
     @property
     def providers(self) -> list[str]:
         return self.backbone.providers
+
+    @property
+    def preferred(self) -> tuple[str, ...]:
+        """Genre labels decided before the others: a personal head's, in a union with the
+        default genre head (:class:`tagger.personal.UnionHead`)."""
+        return tuple(label for m in self.heads for label in getattr(m, "preferred", ()))
 
     def apply_heads(self, embeddings: np.ndarray) -> dict[str, np.ndarray]:
         """Per-task clip probabilities ``[n, n_labels]`` of clip embeddings ``[n, dim]``."""

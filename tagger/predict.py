@@ -136,7 +136,7 @@ def track_result(models: ModelSet, path: str | Path, duration: float, starts: np
                                    timelines[spec.task], spec.threshold, identity)
              for spec, identity in models.specs}
     return TrackResult(str(path), float(duration), np.asarray(starts, dtype=np.float64), heads,
-                       threshold, max_genres, embeddings)
+                       threshold, max_genres, embeddings, prefer=models.preferred)
 
 
 class Analyzer:

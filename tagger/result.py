@@ -74,10 +74,15 @@ class HeadResult:
 
 
 def decide_genres(
-    labels: list[str], probs: np.ndarray, threshold: float, max_genres: int | None = None
+    labels: list[str], probs: np.ndarray, threshold: float, max_genres: int | None = None,
+    prefer: tuple[str, ...] = (),
 ) -> list[tuple[str, float]]:
-    """Every label with ``prob >= threshold``, most probable first, at most ``max_genres``."""
-    order = np.argsort(-np.asarray(probs), kind="stable")
+    """Every label with ``prob >= threshold``, most probable first, at most ``max_genres``;
+    labels in ``prefer`` (the user's personal labels) come before the others."""
+    probs = np.asarray(probs)
+    first = np.isin(np.asarray(labels, dtype=object), list(prefer)) if prefer else \
+        np.zeros(len(labels), bool)
+    order = np.lexsort((-probs, ~first))  # stable: ties keep the labels' order
     chosen = [(labels[i], float(probs[i])) for i in order if probs[i] >= threshold]
     return chosen[:max_genres] if max_genres else chosen
 
@@ -120,6 +125,7 @@ class TrackResult:
     embedding: ClipEmbeddings | None = None  # set by an analysis, for the cache
     # from the cache: the tag settings the file last settled under (tagger.tagging.Tagger)
     settled: str | None = None
+    prefer: tuple[str, ...] = ()  # genres decided before the others (personal labels)
 
     @property
     def clips(self) -> int:
@@ -133,7 +139,7 @@ class TrackResult:
         threshold = self.threshold if self.threshold is not None else head.threshold
         if threshold is None:
             threshold = DEFAULT_GENRE_THRESHOLD
-        return decide_genres(head.labels, head.probs, threshold, self.max_genres)
+        return decide_genres(head.labels, head.probs, threshold, self.max_genres, self.prefer)
 
     @property
     def emotion(self) -> tuple[str, float] | None:

@@ -215,6 +215,7 @@ class Tagger:
             result.path = str(path)
             result.threshold = self.analyzer.threshold
             result.max_genres = self.analyzer.max_genres
+            result.prefer = self.models.preferred
             return found
         raise AudioError(f"file keeps changing ({MAX_ATTEMPTS} analyses were overtaken)")
 
@@ -228,6 +229,7 @@ class Tagger:
         # Tagger's override) and this Tagger's max_genres; the mood is the argmax
         previous.threshold = self.analyzer.threshold
         previous.max_genres = self.analyzer.max_genres
+        previous.prefer = self.models.preferred
         genres = [g for g, _ in previous.genres] if "genre" in result.heads else []
         emotion = previous.emotion if "emotion" in result.heads else None
         mood = emotion[0] if emotion else None

@@ -139,13 +139,11 @@ def file_identity(path: Path) -> FileIdentity | None:
 
 
 def default_cache_path() -> Path:
-    """``$XDG_DATA_HOME/genreml/cache.db``, else ``~/.local/share/genreml/cache.db``.
+    """``$XDG_DATA_HOME/genreml/cache.db``, else ``~/.local/share/genreml/cache.db``
+    (:func:`tagger.xdg.data_home`)."""
+    from ..xdg import data_home
 
-    A relative or empty ``XDG_DATA_HOME`` is ignored, as the XDG spec requires.
-    """
-    base = os.environ.get("XDG_DATA_HOME", "")
-    root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "share"
-    return root / "genreml" / "cache.db"
+    return data_home() / "cache.db"
 
 
 def _on_connect(dbapi_conn: Any, record: Any, readonly: bool = False) -> None:
