@@ -157,7 +157,7 @@ def load_run_models(models: str | Path | None = None, heads: str = "auto",
     loaded = load_models([backbone.path, *found], device=device, threads=threads).heads
     mine = _by_task(loaded)
     if heads == "personal":
-        return ModelSet(backbone, list(dict.fromkeys(mine.values())))
+        return ModelSet(backbone, list({id(m): m for m in mine.values()}.values()))
     theirs = _by_task(base.heads)
     chosen: list = []
     for task in dict.fromkeys([*mine, *theirs]):

@@ -1,10 +1,13 @@
-"""Shared test setup: test helpers importable from ``tests/``, one hypothesis profile."""
+"""Shared test setup: test helpers importable from ``tests/``, one hypothesis profile, and
+the ``decodes`` fixture (every file a decoder opens)."""
 
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
+
+import pytest
 
 # Test modules import onnxruntime (tests/onnx_models.py) before tagger can switch its
 # telemetry off: do it here, first, as tagger/__init__.py does for genreml itself.
@@ -27,3 +30,26 @@ else:
         max_examples=int(os.environ.get("GENREML_HYPOTHESIS_EXAMPLES", "50")),
         deadline=None,
     )
+
+
+@pytest.fixture
+def decodes(monkeypatch) -> list[str]:
+    """Every audio file a decoder opens from now on."""
+    import av
+    import soundfile
+
+    opened: list[str] = []
+    real_sf, real_av = soundfile.SoundFile, av.open
+
+    class CountingSoundFile(real_sf):  # type: ignore[misc, valid-type]
+        def __init__(self, file, *args, **kwargs):
+            opened.append(os.fsdecode(file) if isinstance(file, bytes) else str(file))
+            super().__init__(file, *args, **kwargs)
+
+    def counting_av(file, *args, **kwargs):
+        opened.append(os.fsdecode(file) if isinstance(file, bytes) else str(file))
+        return real_av(file, *args, **kwargs)
+
+    monkeypatch.setattr(soundfile, "SoundFile", CountingSoundFile)
+    monkeypatch.setattr(av, "open", counting_av)
+    return opened

@@ -27,29 +27,6 @@ from tagger.tags import read_tags
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture
-def decodes(monkeypatch) -> list[str]:
-    """Every audio file a decoder opens from now on."""
-    import av
-    import soundfile
-
-    opened: list[str] = []
-    real_sf, real_av = soundfile.SoundFile, av.open
-
-    class CountingSoundFile(real_sf):  # type: ignore[misc, valid-type]
-        def __init__(self, file, *args, **kwargs):
-            opened.append(str(file))
-            super().__init__(file, *args, **kwargs)
-
-    def counting_av(file, *args, **kwargs):
-        opened.append(str(file))
-        return real_av(file, *args, **kwargs)
-
-    monkeypatch.setattr(soundfile, "SoundFile", CountingSoundFile)
-    monkeypatch.setattr(av, "open", counting_av)
-    return opened
-
-
 def _new_heads(models: Path, folder: Path) -> Path:
     """A second version of the band model's heads (the genre head listens to other bands, so
     decisions change), on the same backbone file, in ``folder``."""

@@ -143,6 +143,10 @@ def _linear(pipe: Pipeline, width: int) -> tuple[np.ndarray, np.ndarray]:
                 W[:, k], b[k] = est.coef_[0], est.intercept_[0]
             else:  # sklearn's constant predictor
                 b[k] = _FAR if est.y_[0] else -_FAR
+    elif len(model.coef_) == 1 and len(model.classes_) == 2:  # binary: one logit
+        b[:] = -_FAR
+        b[model.classes_[0]] = 0.0
+        W[:, model.classes_[1]], b[model.classes_[1]] = model.coef_[0], model.intercept_[0]
     else:
         b[:] = -_FAR
         W[:, model.classes_], b[model.classes_] = model.coef_.T, model.intercept_
@@ -154,7 +158,20 @@ def _clip_logits(pipe: Pipeline, clips: _Clips, width: int) -> np.ndarray:
     return pipe[0].transform(clips.rows) @ W + b
 
 
+@dataclasses.dataclass
+class _OneMood:
+    """What a fold whose training tracks have a single mood predicts: that mood."""
+
+    classes_: np.ndarray
+    coef_: np.ndarray
+    intercept_: np.ndarray
+
+
 def _fit(X: np.ndarray, y: np.ndarray, C: float, multilabel: bool) -> Pipeline:
+    if not multilabel and len(np.unique(y)) < 2:
+        scaler = StandardScaler().fit(X)
+        return Pipeline([("scale", scaler), ("one", _OneMood(
+            np.unique(y), np.zeros((1, X.shape[1])), np.zeros(1)))])
     model = LogisticRegression(C=C, max_iter=2000)
     pipe = make_pipeline(StandardScaler(), OneVsRestClassifier(model) if multilabel else model)
     with warnings.catch_warnings():  # a label absent from a fold; slow convergence
@@ -305,10 +322,14 @@ def fit_task(examples: Examples, settings: Settings) -> Learned:
     for label in examples.vocabulary:
         have = [i for i, labels in enumerate(examples.labels) if label in labels]
         figures[label] = LabelFigures(label, len(have), len({examples.groups[i] for i in have}))
-    candidates = [f.label for f in figures.values() if f.tracks >= settings.min_tracks]
+    n = len(examples.paths)
     for f in figures.values():
         if f.tracks < settings.min_tracks:
             f.reason = f"not learnable yet: {f.tracks} tracks (needs {settings.min_tracks})"
+        elif multilabel and n - f.tracks < settings.min_tracks:
+            f.reason = (f"on {f.tracks} of {n} tracks: too few without it to learn what it "
+                        "is not")
+    candidates = [f.label for f in figures.values() if not f.reason]
     X, clips = examples.pooled, _Clips.of(examples.clips)
     learned = Learned(examples.task, [], None, settings.threshold if multilabel else None,
                       list(figures.values()), len(examples.paths), n_groups, folds)
