@@ -636,6 +636,9 @@ def test_written_values_are_recorded_and_outlive_a_new_analysis(tmp_path, cache)
     cache.store(result, FP_A)  # analysed again: "tagged" is reset, "written" is not
     assert cache.tagged_result(path) is None
     assert cache.written([path]) == {str(path): {"genres": ["Jazz"], "mood": "calm"}}
+    sql(cache.path, "UPDATE tracks SET written = NULL, tagged = 1")  # tagged by schema 3
+    decided = cache.written([path])[str(path)]
+    assert decided["genres"] == [g for g, _ in result.genres] and decided["genres"]
     sql(cache.path, "UPDATE tracks SET written = 'not json'")
     assert cache.written([path])[str(path)]["genres"] == []
     assert cache.written([path])[str(path)]["damaged"]

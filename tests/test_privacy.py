@@ -135,6 +135,22 @@ def test_analyze_and_tag_send_nothing(tmp_path, strace, models_dir, private_env)
     assert read_tags(song).genres == ["Low"]  # tag did run, and wrote
 
 
+def test_learn_sends_nothing(tmp_path, strace, models_dir, private_env):
+    """scikit-learn and skl2onnx too: learning, exporting and the report stay local."""
+    from learn_library import make_learn_library
+
+    make_learn_library(tmp_path / "music", artists=3, per_artist=2, tagged_artists=3)
+    home = Path(private_env["HOME"])
+    trace = tmp_path / "learn.trace"
+    proc = subprocess.run(traced(strace, trace, genreml(
+        "learn", "--models", models_dir, "--min-tracks", 4, tmp_path / "music")),
+        capture_output=True, text=True, env=private_env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert_nothing_left(trace, home)
+    personal = Path(private_env["XDG_DATA_HOME"]) / "genreml" / "personal"
+    assert (personal / "personal-genre.onnx").exists()  # learn did run
+
+
 def _child(pid: int, program: str, timeout: float = 30.0) -> int:
     """The process strace (``pid``) started, running ``program`` (strace also forks
     short-lived copies of itself to probe the kernel)."""

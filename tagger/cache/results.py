@@ -257,7 +257,8 @@ class Results(Database):
 
     def written(self, paths: Iterable[PathLike]) -> dict[str, dict[str, Any]]:
         """What genreml's own tag writes left in each file: ``{"genres": [...], "mood": m}``
-        per path it recorded (another analysis does not reset it). Learning from a library
+        per path it recorded (another analysis does not reset it); for a file tagged before
+        this record was kept, what the result written there decided. Learning from a library
         takes these values out of the labels it reads (:mod:`tagger.learn`)."""
         keys = [_norm(p) for p in paths]
         out: dict[str, dict[str, Any]] = {}
@@ -271,6 +272,13 @@ class Results(Database):
                     except ValueError:  # a damaged value: trust none of its labels
                         logger.warning("%s: unreadable record of genreml's tags", path)
                         out[path] = {"genres": [], "mood": None, "damaged": True}
+                # tagged before genreml kept this record (schema 3): what its result decided
+                older = _load(conn, _track_select(and_(
+                    TrackRow.path.in_(chunk), TrackRow.written.is_(None),
+                    TrackRow.tagged.is_(True)), None))
+                for path, result in older.items():
+                    mood = result.emotion[0] if result.emotion else None
+                    out[path] = {"genres": [g for g, _ in result.genres], "mood": mood}
         return out
 
     def info(self, path: PathLike) -> dict[str, Any] | None:
