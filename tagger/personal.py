@@ -145,7 +145,8 @@ def load_run_models(models: str | Path | None = None, heads: str = "auto",
         raise ModelError(f"unknown heads choice {heads!r}; expected one of "
                          f"{', '.join(HEAD_CHOICES)}")
     found = personal_heads(personal)
-    if heads == "auto":
+    auto = heads == "auto"
+    if auto:
         heads = "both" if found and models is None else "default"
     base = load_models(models, device=device, threads=threads)
     if heads == "default":
@@ -154,8 +155,15 @@ def load_run_models(models: str | Path | None = None, heads: str = "auto",
     if not found:
         raise ModelError(f"no personal head in {where}: learn one with `genreml learn PATH`")
     backbone = base.backbone
-    loaded = load_models([backbone.path, *found], device=device, threads=threads).heads
-    mine = _by_task(loaded)
+    try:
+        loaded = load_models([backbone.path, *found], device=device, threads=threads).heads
+        mine = _by_task(loaded)
+    except ModelError as err:
+        if not auto:
+            raise
+        # a head learned on another backbone must not stop every run: say so, go on without
+        log.warning("personal heads in %s not used: %s", where, err)
+        return base
     if heads == "personal":
         return ModelSet(backbone, list({id(m): m for m in mine.values()}.values()))
     theirs = _by_task(base.heads)

@@ -76,3 +76,19 @@ def test_decisions_put_preferred_labels_first():
         ("Mid", 0.3), ("Custom", 0.25), ("Low", 0.9)]
     assert decide_genres(labels, probs, 0.2, 2, prefer=("Mid", "Custom")) == [
         ("Mid", 0.3), ("Custom", 0.25)]
+
+
+def test_a_personal_head_of_another_backbone_is_left_out_under_auto(folders, tmp_path, caplog):
+    models, personal = folders
+    other = tmp_path / "other"
+    om.band_model(other / "band.onnx", clip_seconds=2.0)  # another backbone file
+    (backbone,) = other.glob("backbone-*.onnx")
+    n = om.FEATURES.n_mels
+    for f in personal.glob("*.onnx"):
+        f.unlink()
+    om.head_file(personal / "personal-genre.onnx", backbone,
+                 [(HeadSpec("genre", "genre", ("X",), 0.2), np.zeros((n, 1)), np.zeros(1))])
+    with pytest.raises(ModelError, match="another backbone"):
+        load_run_models(None, "both")
+    ms = load_run_models(None, "auto")  # the bundled models, with a warning
+    assert ms.preferred == () and "not used" in caplog.text
