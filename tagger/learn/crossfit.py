@@ -86,7 +86,7 @@ class Learned:
     groups: int
     folds: int
     C: float | None = None
-    accuracy: float | None = None  # mood: over the learned moods' tracks
+    accuracy: float | None = None  # mood: over every labelled track
     accuracy_ci: tuple[float, float] | None = None
 
 
@@ -264,9 +264,15 @@ def _inner_choice(X: np.ndarray, y: np.ndarray, clips: _Clips, groups: np.ndarra
 def _cross_fit(X: np.ndarray, y: np.ndarray, clips: _Clips, groups: np.ndarray, folds: int,
                width: int, multilabel: bool, settings: Settings) -> np.ndarray:
     """Outer out-of-fold predictions: genre decisions ``[n, width]`` (bool) or mood indices
-    ``[n]``, everything chosen on each outer fold's training tracks."""
-    out = np.zeros((len(X), width), bool) if multilabel else np.zeros(len(X), int)
+    ``[n]``, everything chosen on each outer fold's training tracks. A mood of ``-1`` (one
+    that is not learned) is never trained on, but its tracks are predicted like the others:
+    at run time such a track gets one of the learned moods too, and that counts against it."""
+    out = np.zeros((len(X), width), bool) if multilabel else np.full(len(X), -1)
     for train, test in GroupKFold(n_splits=folds).split(X, y, groups):
+        if not multilabel:
+            train = train[y[train] >= 0]
+            if not len(train):
+                continue
         C, points = _inner_choice(X[train], y[train], clips.subset(train), groups[train],
                                   width, multilabel, settings)
         pipe = _fit(X[train], y[train], C, multilabel)
@@ -368,24 +374,25 @@ def _fit_genres(examples: Examples, X: np.ndarray, clips: _Clips, groups: np.nda
 def _fit_moods(examples: Examples, X: np.ndarray, clips: _Clips, groups: np.ndarray,
                folds: int, candidates: list[str], figures: dict[str, LabelFigures],
                settings: Settings, learned: Learned) -> None:
+    """Moods are judged on every labelled track: one whose mood is not learned gets a
+    learned one at run time, which is a wrong one."""
     moods = list(candidates)
+    truth = [labels[0] for labels in examples.labels]
     while len(moods) >= 2:  # a mood below the floor goes, and the others are judged again
-        idx = np.array([i for i, labels in enumerate(examples.labels) if labels[0] in moods])
-        y = np.array([moods.index(examples.labels[i][0]) for i in idx])
-        sub = clips.subset(idx)
-        pred = _cross_fit(X[idx], y, sub, groups[idx], min(folds, len(set(groups[idx]))),
-                          len(moods), False, settings)
+        y = np.array([moods.index(m) if m in moods else -1 for m in truth])
+        pred = _cross_fit(X, y, clips, groups, folds, len(moods), False, settings)
         for k, mood in enumerate(moods):
             figures[mood].learned, figures[mood].reason = False, ""
             _judge(_figures(figures[mood], pred == k, y == k), settings)
         failing = [m for m in moods if not figures[m].learned]
         if not failing:
-            C, _ = _inner_choice(X[idx], y, sub, groups[idx], len(moods), False, settings)
-            learned.estimator, learned.C = _fit(X[idx], y, C, False), C
+            kept = y >= 0
+            C, _ = _inner_choice(X[kept], y[kept], clips.subset(np.flatnonzero(kept)),
+                                 groups[kept], len(moods), False, settings)
+            learned.estimator, learned.C = _fit(X[kept], y[kept], C, False), C
             learned.labels = moods
             correct = int((pred == y).sum())
             learned.accuracy, learned.accuracy_ci = correct / len(y), wilson(correct, len(y))
-            learned.tracks = len(idx)
             return
         worst = min(failing, key=lambda m: figures[m].precision or 0.0)
         moods.remove(worst)

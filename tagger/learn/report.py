@@ -60,8 +60,8 @@ def table(report: dict[str, Any]) -> list[str]:
              f"{report['labels_written_by_genreml_left_out']} labels genreml wrote left out)"]
     if report["accuracy"] is not None:
         lo, hi = report["accuracy_ci95"]
-        lines.append(f"accuracy {report['accuracy']:.2f} [{lo:.2f}, {hi:.2f}] over the "
-                     "learned moods")
+        lines.append(f"accuracy {report['accuracy']:.2f} [{lo:.2f}, {hi:.2f}] over every "
+                     "labelled track (a mood not learned is always a miss)")
     width = max([len("label"), *(len(f["label"]) for f in report["labels"])])
     lines.append(f"{'label':<{width}}  tracks  artists  written  precision [95% CI]  "
                  "recall  F1    point  verdict")
