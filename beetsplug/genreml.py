@@ -13,6 +13,7 @@ Fields written per item:
 ``genreml_genres``      the model's genres, whatever the policy did to ``genres``
 ``genreml_mood``        the model's dominant emotion, whatever the policy did to ``mood``
 ``genreml_model``       the model id(s) the values come from
+``genreml_written_*``   the values of ``genres`` and ``mood`` genreml itself put there
 ``genre_<label>``,      one float per model label (slugified), for range queries such as
 ``mood_<label>``        ``beet ls mood_calm:0.7..``
 
@@ -21,6 +22,12 @@ The results cache is the one the ``genreml`` CLI and the watch daemon use
 the items are analysed once beets has copied or moved them (``import_task_files``), at their
 final paths. File tags are written by :func:`tagger.tags.write_tags` (the same safe writer as
 ``genreml tag``), honouring ``v23_sep`` and ``safe_only``.
+
+``beet genreml-learn [QUERY]`` learns a personal head from the items' ``genres`` (or ``mood``)
+that genreml did not write (:mod:`tagger.learn`); ``genreml.heads`` (``auto``: both heads
+when a personal one exists and ``genreml.models`` is not set) says which heads tag. The
+settings and what is loaded from them (models, label fields, cache, taggers) are
+:class:`tagger.beetsstate.PluginState`'s.
 """
 
 from __future__ import annotations
@@ -28,10 +35,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 import confuse
 
@@ -39,53 +45,39 @@ from beets import ui
 from beets.dbcore import types
 from beets.library import Item
 from beets.plugins import BeetsPlugin, find_plugins
-from tagger.beetsfields import MEDIA_FIELDS, field_name, label_fields, shared_models, slugify
+from tagger.beetsfields import MEDIA_FIELDS, WRITTEN_GENRES, field_name, slugify
 from tagger.beetsfields import apply_result as set_fields
+from tagger.beetsstate import DEFAULTS, PluginState
+from tagger.learn import TASKS
 from tagger.moodfield import MoodField
-from tagger.playlist import (PlaylistEntry, UnknownLabel, format_m3u, match_label,
+from tagger.playlist import (UnknownLabel, format_m3u, item_entries, match_label, rank_items,
                              write_text_atomically)
 from tagger.report import RunCounts, failure_reason, format_result, printable, skip_reason
-from tagger.result import check_threshold
-from tagger.tags import MODES, V23_SEP, Policy
+from tagger.tags import MODES, Policy
 
 if TYPE_CHECKING:
     import optparse
 
     from beets.importer import ImportSession, ImportTask
     from beets.library import Library
-    from tagger.model import ModelSet
     from tagger.result import TrackResult
     from tagger.tagging import Tagger
 
 __all__ = ["GenremlPlugin", "field_name", "slugify"]  # the last two: tagger.beetsfields'
 
-DEVICES = ("auto", "cpu", "cuda")
 PROB_TYPE = types.Float(3)  # shown with three decimals: `beet ls -f '$mood_calm'` -> 0.734
 DEFAULT_MOOD_MIN_PROB = 0.5
+T = TypeVar("T")
 
 
 class GenremlPlugin(BeetsPlugin):
-    """``beet genreml``, ``beet genreml-playlist`` and tagging on import."""
+    """``beet genreml``, ``beet genreml-playlist``, ``beet genreml-learn`` and tagging on
+    import."""
 
     def __init__(self, name: str | None = None) -> None:
         super().__init__(name)
-        self.config.add({
-            "models": None,      # folder (or file) of genreml ONNX models; null: bundled
-            "device": "auto",    # auto, cpu or cuda
-            "threshold": None,   # genre threshold; null: the model's own
-            "policy": "fill",    # fill, merge or force, for `genres` and `mood`
-            "cache": None,       # results cache; null: the CLI's and daemon's default
-            "auto": True,        # analyse items on import
-            "write": None,       # write file tags; null: follow import.write
-            "max_genres": None,  # at most this many genres; null: no limit
-            "v23_sep": V23_SEP,  # joins genres in ID3v2.3 tags (Picard's v23_sep)
-            "safe_only": False,  # refuse a file whose owner/mode/xattrs could not be kept
-        })
-        self._lock = threading.RLock()
-        self._model_set: ModelSet | None = None
-        self._model_error: Exception | None = None
-        self._fields: dict[tuple[str, str], str] | None = None
-        self._taggers: dict[Path, Tagger] = {}
+        self.config.add(DEFAULTS)
+        self.state = PluginState(self.config, self._log)
         self._import_failed = False
         self._in_item_types = False
         try:
@@ -95,7 +87,7 @@ class GenremlPlugin(BeetsPlugin):
         if self.config["auto"].get(bool):
             # after beets copied or moved the files: analyse (and cache) them where they stay
             self.register_listener("import_task_files", self.imported)
-        self.register_listener("cli_exit", self._close)
+        self.register_listener("cli_exit", lambda **_: self.state.close())
 
     # -- configuration and lazy state
 
@@ -106,11 +98,12 @@ class GenremlPlugin(BeetsPlugin):
         Without loadable models only the label-independent fields are typed: beets still
         starts, and ``beet genreml`` says what is wrong with the models.
         """
-        out: dict[str, types.Type] = {"genreml_genres": types.MULTI_VALUE_DSV}
+        out: dict[str, types.Type] = {"genreml_genres": types.MULTI_VALUE_DSV,
+                                      WRITTEN_GENRES: types.MULTI_VALUE_DSV}
         if self._in_item_types:  # another plugin's item_types asked for ours
             return out
         try:
-            fields = self._label_fields()
+            fields = self.state.label_fields()
         except Exception as err:  # models or configuration: reported by the commands
             self._log.debug("no label fields: {}", err)
             return out
@@ -132,96 +125,18 @@ class GenremlPlugin(BeetsPlugin):
                 out[field] = PROB_TYPE
         return out
 
-    def policy(self, override: str | None = None) -> Policy:
-        return Policy.of(override or self.config["policy"].as_choice(MODES))
-
-    def _models(self) -> ModelSet:
-        """The configured models, loaded on first use, once per process; those the process
-        shared already, if any (the watch daemon's: :func:`tagger.beetsfields.share_models`).
-
-        Raises
-        ------
-        tagger.model.ModelError
-        """
-        with self._lock:
-            if self._model_set is None:
-                self._model_set = shared_models()
-            if self._model_set is None and self._model_error is None:
-                from tagger.model import ModelError, load_models
-
-                folder = self.config["models"].get(confuse.Optional(confuse.Filename()))
-                device = self.config["device"].as_choice(DEVICES)
-                try:
-                    self._model_set = load_models(folder, device=device)
-                except ModelError as err:
-                    self._model_error = err
-                else:
-                    self._log.debug("models: {} on {}", self._model_ids(),
-                                    self._model_set.providers)
-            if self._model_error is not None:
-                raise self._model_error
-            assert self._model_set is not None
-            return self._model_set
-
-    def _model_ids(self) -> str:
-        assert self._model_set is not None
-        return ", ".join(dict.fromkeys(i.id for i in self._model_set.identities.values()))
-
-    def _label_fields(self) -> dict[tuple[str, str], str]:
-        """``(task, label) -> field`` for every label of the models; labels that slugify to
-        nothing or to a field another label took are left out (with a warning)."""
-        with self._lock:
-            if self._fields is None:
-                self._fields = label_fields(self._models(),
-                                            lambda message: self._log.warning("{}", message))
-            return self._fields
-
-    def _cache_path(self) -> Path:
-        """``genreml.cache``, else the cache the CLI and the daemon use: a file analysed by
-        one of them is not analysed again here."""
-        from tagger.cache import default_cache_path
-
-        configured = self.config["cache"].get(confuse.Optional(confuse.Filename()))
-        return Path(configured) if configured else default_cache_path()
-
-    def _tagger(self, lib: Library | None = None) -> Tagger:
-        """The tagger for the configured cache (models loaded on first use).
-
-        Raises
-        ------
-        tagger.model.ModelError, tagger.cache.CacheError
-        """
-        path = self._cache_path()
-        with self._lock:
-            tagger = self._taggers.get(path)
-            if tagger is None:
-                from tagger.cache import Cache
-                from tagger.tagging import Tagger
-
-                threshold = self.config["threshold"].get(confuse.Optional(float))
-                check_threshold(threshold, "genreml.threshold", ui.UserError)
-                max_genres = self.config["max_genres"].get(confuse.Optional(int))
-                tagger = Tagger(self._models(), Cache(path), policy=self.policy(), write=False,
-                                threshold=threshold, max_genres=max_genres,
-                                v23_sep=self.config["v23_sep"].as_str(),
-                                safe_only=self.config["safe_only"].get(bool))
-                self._taggers[path] = tagger
-            return tagger
-
-    def _tagger_or_fail(self, lib: Library) -> Tagger:
+    def _tagger_or_fail(self, learning: bool = False) -> Tagger:
+        """The tagger (:meth:`PluginState.tagger`, or with ``learning``
+        :meth:`PluginState.learning_tagger`), or a UserError saying what is wrong."""
         from tagger.cache import CacheError
         from tagger.model import ModelError
 
         try:
-            return self._tagger(lib)
+            return self.state.learning_tagger() if learning else self.state.tagger()
         except (ModelError, CacheError) as err:
             raise ui.UserError(f"genreml: {err}") from err
-
-    def _close(self, **_: Any) -> None:
-        with self._lock:
-            for tagger in self._taggers.values():
-                tagger.cache.close()
-            self._taggers.clear()
+        except ValueError as err:  # genreml.threshold
+            raise ui.UserError(str(err)) from err
 
     # -- the work on one item
 
@@ -229,44 +144,41 @@ class GenremlPlugin(BeetsPlugin):
                 counts: RunCounts | None = None) -> tuple[TrackResult, str] | None:
         """The item's analysis (cache first), or None after logging why there is none (and
         counting the item as skipped or failed in ``counts``)."""
-        counts = counts if counts is not None else RunCounts()
         try:
             return tagger.result_for(item.filepath, reanalyse=reanalyse)
         except Exception as err:  # one broken file must not end a library-wide run
-            skipped = skip_reason(err)
-            if skipped:
-                counts.skipped += 1
-                self._log.info("{}: skipped: {}", printable(item.filepath), skipped)
-            else:
-                counts.failed += 1
-                self._log.error("{}: {}", printable(item.filepath), failure_reason(err))
-                self._log.debug("traceback", exc_info=True)
+            self._failed(item.filepath, err, counts)
         return None
+
+    def _failed(self, path: str | os.PathLike[str], err: Exception,
+                counts: RunCounts | None = None) -> None:
+        """Log one line on a file that could not be analysed (and count it)."""
+        counts = counts if counts is not None else RunCounts()
+        skipped = skip_reason(err)
+        if skipped:
+            counts.skipped += 1
+            self._log.info("{}: skipped: {}", printable(path), skipped)
+        else:
+            counts.failed += 1
+            self._log.error("{}: {}", printable(path), failure_reason(err))
+            self._log.debug("traceback", exc_info=True)
 
     def apply_result(self, item: Item, result: TrackResult, policy: Policy) -> list[str]:
         """Set the item's fields from ``result`` (in memory); return the changed fields
         (:func:`tagger.beetsfields.apply_result`, with this plugin's label fields)."""
-        return set_fields(item, result, policy, self._label_fields())
+        return set_fields(item, result, policy, self.state.label_fields())
 
     def _write_file(self, item: Item, tagger: Tagger) -> bool:
-        """Put the item's ``genres`` and ``mood`` into its file with genreml's safe writer
-        (a download in progress is left alone, owner and xattrs are kept, ``v23_sep`` and
-        ``safe_only`` apply); a failure is logged. Returns whether the file changed."""
+        """:meth:`PluginState.write_file`; a failure is logged. Returns whether the file
+        changed."""
         from beets import config
-        from tagger.tags import TagError, write_tags
+        from tagger.tags import TagError
 
         try:
-            plan = write_tags(item.filepath, list(item.genres), item.get("mood") or None,
-                              "force", id3_version=3 if config["id3v23"].get(bool) else None,
-                              v23_sep=self.config["v23_sep"].as_str(),
-                              safe_only=self.config["safe_only"].get(bool))
+            return self.state.write_file(item, tagger, id3v23=config["id3v23"].get(bool))
         except (TagError, OSError) as err:
             self._log.error("{}: {}", printable(item.filepath), failure_reason(err))
             return False
-        if plan.changed:
-            item.mtime = item.current_mtime()  # as beets' own write does: not "modified"
-            tagger.cache.update_stat(item.filepath)  # nor a new file to the cache
-        return plan.changed
 
     @staticmethod
     def _summary(item: Item, result: TrackResult, source: str) -> str:
@@ -308,16 +220,30 @@ class GenremlPlugin(BeetsPlugin):
         playlist.parser.add_option("-o", "--output", metavar="FILE",
                                    help="write the playlist to FILE (default: stdout)")
         playlist.func = self.playlist_command
-        return [tag, playlist]
+
+        learn = ui.Subcommand("genreml-learn", help="learn a personal head from the items' "
+                              "own genres (or moods); genreml's own values left out")
+        learn.parser.usage += " [QUERY]"
+        learn.parser.add_option("--task", choices=tuple(TASKS), default="genre",
+                                help="genre (from genres, default) or mood (from mood)")
+        learn.parser.add_option("--min-tracks", type="int", default=10, metavar="N",
+                                help="tracks a label needs to be learned (default: 10)")
+        learn.parser.add_option("--min-precision", type="float", default=0.7, metavar="P",
+                                help="cross-validated precision a label needs to be written "
+                                     "(default: 0.7)")
+        learn.parser.add_option("--out", default="personal", metavar="NAME",
+                                help="the head's name (default: personal)")
+        learn.func = self.learn_command
+        return [tag, playlist, learn]
 
     def tag_command(self, lib: Library, opts: optparse.Values, args: list[str]) -> None:
         """``beet genreml [-p] [-f] [-r] [--policy P] [-w|-W] [QUERY]``."""
         if opts.force and opts.policy not in (None, "force"):
             raise ui.UserError("-f/--force overwrites existing values: it cannot go with "
                                f"--policy {opts.policy}")
-        policy = self.policy("force" if opts.force else opts.policy)
+        policy = self.state.policy("force" if opts.force else opts.policy)
         write = self._should_write(opts.write)
-        tagger = self._tagger_or_fail(lib)
+        tagger = self._tagger_or_fail()
         items = list(lib.items(args))
         counts = RunCounts()
         for item in self._progress(items):
@@ -350,16 +276,11 @@ class GenremlPlugin(BeetsPlugin):
         key = self._known_field(task, label)
         min_prob = opts.min_prob if opts.min_prob is not None else (
             DEFAULT_MOOD_MIN_PROB if opts.mood else 0.0)
-        items: Iterable[Item] = lib.items([*args, f"{key}:{min_prob}.."])
         if opts.genre:
             self._known_field("genre", opts.genre)
-            want = slugify(opts.genre)  # genreml_genres holds the models' spelling
-            items = [i for i in items
-                     if want in {slugify(g) for g in i.get("genreml_genres") or []}]
-        ordered = sorted(items, key=lambda i: (-float(i.get(key) or 0.0), str(i.filepath)))
-        if opts.limit is not None:
-            ordered = ordered[: max(opts.limit, 0)]
-        text = format_m3u(m3u_entries(ordered))
+        ordered = rank_items(lib.items([*args, f"{key}:{min_prob}.."]), key, opts.genre,
+                             opts.limit)
+        text = format_m3u(item_entries(ordered))
         if opts.output:
             try:
                 write_text_atomically(Path(opts.output), text)
@@ -373,7 +294,7 @@ class GenremlPlugin(BeetsPlugin):
     def _known_field(self, task: str, label: str) -> str:
         """The field of a label of the configured models, or a UserError listing them."""
         try:
-            fields = self._label_fields()
+            fields = self.state.label_fields()
         except Exception as err:
             raise ui.UserError(f"genreml: {err}") from err
         known = {lbl: field for (t, lbl), field in fields.items() if t == task}
@@ -381,6 +302,49 @@ class GenremlPlugin(BeetsPlugin):
             return known[match_label(label, known, "mood" if task == "emotion" else "genre")]
         except UnknownLabel as err:
             raise ui.UserError(str(err)) from err
+
+    def learn_command(self, lib: Library, opts: optparse.Values, args: list[str]) -> None:
+        """``beet genreml-learn [--task T] [--min-tracks N] [--min-precision P] [--out NAME]
+        [QUERY]``: a personal head (:func:`tagger.learn.run.learn`) from the items' labels;
+        the next command tags with it (``genreml.heads``)."""
+        from tagger.learn import LearnUnavailable, require
+
+        try:
+            require()
+        except LearnUnavailable as err:
+            raise ui.UserError(str(err)) from err
+        from tagger.learn.crossfit import LearnError
+        from tagger.learn.examples import LabelSource, embeddings_of, labelled, truth_of_item
+        from tagger.learn.run import learn, settings_for
+        from tagger.personal import personal_dir
+
+        tagger = self._tagger_or_fail(learning=True)
+        try:
+            settings = settings_for(tagger.models, opts.min_tracks, opts.min_precision)
+        except ValueError as err:
+            raise ui.UserError(str(err)) from err
+        source = LabelSource(TASKS[opts.task])
+        truths = [truth_of_item(item, source) for item in lib.items(args)]
+        embeddings = embeddings_of(tagger, self._progress(labelled(truths)), self._failed)
+        try:
+            outcome = learn(truths, embeddings, source, settings, tagger.models,
+                            personal_dir(), opts.out)
+        except LearnError as err:
+            raise ui.UserError(f"genreml: {err}") from err
+        for line in outcome.lines:
+            ui.print_(line)
+        ui.print_(outcome.where)
+        self._reload()
+
+    def _reload(self) -> None:
+        """Have the next command load the models (and type their fields) anew."""
+        self.state.reset()
+        from beets.util import cached_classproperty
+
+        cache = getattr(cached_classproperty, "cache", None)
+        if isinstance(cache, dict):  # Item._types: recomputed with the new labels' fields
+            for key in [k for k in cache if isinstance(k, tuple) and k[-1] == "_types"]:
+                cache.pop(key, None)
 
     # -- import
 
@@ -393,12 +357,12 @@ class GenremlPlugin(BeetsPlugin):
         if self._import_failed:
             return
         try:
-            tagger = self._tagger(session.lib)
+            tagger = self.state.tagger()
         except Exception as err:  # models or cache: say so once, never block the import
             self._import_failed = True
             self._log.error("genreml: not analysing imported items: {}", err)
             return
-        policy = self.policy()
+        policy = self.state.policy()
         write = self._should_write()
         for item in task.imported_items():
             found = self._result(item, tagger)
@@ -422,19 +386,10 @@ class GenremlPlugin(BeetsPlugin):
             yield
 
     @staticmethod
-    def _progress(items: Sequence[Item]) -> Iterable[Item]:
+    def _progress(items: Sequence[T]) -> Iterable[T]:
         """A progress bar on stderr for more than one item, when stderr is a terminal."""
         from tqdm import tqdm
 
         return tqdm(items, desc="genreml", unit="item", file=sys.stderr, leave=False,
                     disable=True if len(items) <= 1 else None, dynamic_ncols=True)
 
-
-def m3u_entries(items: Iterable[Item]) -> list[PlaylistEntry]:
-    """Playlist entries (``Artist - Title`` from the library, not the file) for items."""
-    entries = []
-    for item in items:
-        title = item.title or item.filepath.stem
-        entries.append(PlaylistEntry(os.fsdecode(item.path), item.length or None,
-                                     f"{item.artist} - {title}" if item.artist else title))
-    return entries

@@ -10,6 +10,10 @@ Fields per item:
 ``genreml_genres``      the model's genres, whatever the policy did to ``genres``
 ``genreml_mood``        the model's dominant emotion, whatever the policy did to ``mood``
 ``genreml_model``       the model id(s) the values come from
+``genreml_written_genres``, ``genreml_written_mood``
+                        the values of ``genres`` and ``mood`` genreml put (or keeps) there,
+                        not the user's (:func:`written_record`): learning from the library
+                        (``beet genreml-learn``) leaves them out
 ``genre_<label>``,      one float per model label (slugified), for range queries such as
 ``mood_<label>``        ``beet ls mood_calm:0.7..``
 
@@ -34,13 +38,16 @@ if TYPE_CHECKING:
     from .model import ModelSet
     from .result import TrackResult
 
-__all__ = ["MEDIA_FIELDS", "PREFIXES", "apply_result", "field_name", "label_fields",
-           "own_values", "share_models", "shared_models", "slugify"]
+__all__ = ["MEDIA_FIELDS", "PREFIXES", "WRITTEN_GENRES", "WRITTEN_MOOD", "apply_result",
+           "field_name", "label_fields", "own_values", "share_models", "shared_models",
+           "slugify", "written_record"]
 
 # Field prefix per model task: `genre_jazz`, `mood_calm`.
 PREFIXES = {"genre": "genre", "emotion": "mood"}
 # The fields the policy decides, both backed by file tags.
 MEDIA_FIELDS = ("genres", "mood")
+# What genreml itself left in them (a list field, and a string: "" for none).
+WRITTEN_GENRES, WRITTEN_MOOD = "genreml_written_genres", "genreml_written_mood"
 
 _shared_lock = threading.Lock()
 _shared: ModelSet | None = None  # the models this process loaded already, if it said so
@@ -128,10 +135,14 @@ def apply_result(item: Item, result: TrackResult, policy: Policy,
     model = ", ".join(dict.fromkeys(h.model.id for h in result.heads.values()))
     plan = plan_tags(FileTags(list(item.get("genres") or []), item.get("mood") or None),
                      genres, mood, policy, own_values(item, result, model))
+    earlier = written_record(item)
+    written = plan.ours_with(FileTags(earlier["genres"], earlier["mood"]) if earlier else None)
     values: dict[str, Any] = {
         "genres": plan.genre.new,
         "genreml_genres": genres,
         "genreml_model": model,
+        WRITTEN_GENRES: written.genres,
+        WRITTEN_MOOD: written.mood or "",
     }
     if plan.mood.new is not None:
         values["mood"] = plan.mood.new
@@ -147,6 +158,40 @@ def apply_result(item: Item, result: TrackResult, policy: Policy,
     return [key for key in values if item.get(key) != before[key]]
 
 
+def written_record(item: Item) -> dict[str, Any] | None:
+    """What genreml's own results left in the item's ``genres`` and ``mood``, in the shape
+    :meth:`tagger.cache.Cache.written` gives for a file: ``{"genres": [...], "mood": m}``.
+
+    An item tagged by a genreml that kept no record (it has ``genreml_model`` but no
+    ``genreml_written_*``) counts its ``genreml_genres`` and ``genreml_mood`` as written: a
+    user's value that equals one is left out of learning rather than genreml's taken in.
+
+    Parameters
+    ----------
+    item : beets.library.Item
+        Anything with beets' ``get``.
+
+    Returns
+    -------
+    dict or None
+        None for an item genreml never tagged.
+    """
+    if item.get(WRITTEN_GENRES) is not None or item.get(WRITTEN_MOOD) is not None:
+        return {"genres": _as_list(item.get(WRITTEN_GENRES)),
+                "mood": item.get(WRITTEN_MOOD) or None}
+    if item.get("genreml_model"):
+        return {"genres": _as_list(item.get("genreml_genres")),
+                "mood": item.get("genreml_mood") or None}
+    return None
+
+
+def _as_list(value: Any) -> list[str]:
+    """A list field's value; an untyped flexible field (the plugin not loaded) is a string."""
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
 def own_values(item: Item, result: TrackResult, model: str) -> FileTags | None:
     """What genreml's previous result gave the item, when ``result`` (of ``model``) replaces
     it: the ``genreml_genres`` and ``genreml_mood`` it set, in the tasks ``result`` has.
@@ -158,10 +203,7 @@ def own_values(item: Item, result: TrackResult, model: str) -> FileTags | None:
     previous = item.get("genreml_model")
     if not previous or previous == model:
         return None
-    decided = item.get("genreml_genres") or []
-    if isinstance(decided, str):  # an untyped flexible field (the plugin not loaded)
-        decided = [decided]
-    genres = list(decided) if "genre" in result.heads else []
+    genres = _as_list(item.get("genreml_genres")) if "genre" in result.heads else []
     mood = (item.get("genreml_mood") or None) if "emotion" in result.heads else None
     return FileTags(genres, mood) if genres or mood is not None else None
 

@@ -15,13 +15,24 @@ import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 from .report import printable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PlaylistEntry", "UnknownLabel", "display_title", "format_m3u", "match_label",
-           "regular_file", "write_text_atomically"]
+
+
+class _Item(Protocol):
+    """What a playlist needs of a beets item."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+
+T = TypeVar("T", bound=_Item)
+
+__all__ = ["PlaylistEntry", "UnknownLabel", "display_title", "format_m3u", "item_entries",
+           "match_label", "rank_items", "regular_file", "write_text_atomically"]
 
 # Every character str.splitlines() breaks on: some players split on more than "\n".
 _LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
@@ -112,6 +123,47 @@ def display_title(path: str | os.PathLike[str]) -> str:
 def _one_line(text: str) -> str:
     """A tag value as one line: every run of whitespace or control characters one space."""
     return " ".join("".join(" " if not ch.isprintable() else ch for ch in text).split())
+
+
+def rank_items(items: Iterable[T], key: str, genre: str | None = None,
+               limit: int | None = None) -> list[T]:
+    """beets items for a playlist, in order.
+
+    Parameters
+    ----------
+    items : iterable of beets.library.Item
+        Anything with beets' ``get``.
+    key : str
+        The probability field to order by, highest first (ties: by path).
+    genre : str, optional
+        Only items the models tagged with this genre (``genreml_genres``, compared
+        slugified: any spelling of the models' label).
+    limit : int, optional
+        At most this many.
+
+    Returns
+    -------
+    list
+    """
+    from .beetsfields import slugify
+
+    if genre:
+        want = slugify(genre)
+        items = [i for i in items if want in {slugify(g) for g in i.get("genreml_genres") or []}]
+    ordered = sorted(items, key=lambda i: (-float(i.get(key) or 0.0), os.fsdecode(i.get("path"))))
+    return ordered if limit is None else ordered[: max(limit, 0)]
+
+
+def item_entries(items: Iterable[_Item]) -> list[PlaylistEntry]:
+    """Playlist entries of beets items (``Artist - Title`` from the library, not the file)."""
+    entries = []
+    for item in items:
+        path = os.fsdecode(item.get("path"))
+        title = item.get("title") or Path(path).stem
+        artist = item.get("artist")
+        entries.append(PlaylistEntry(path, item.get("length") or None,
+                                     f"{artist} - {title}" if artist else title))
+    return entries
 
 
 def format_m3u(entries: Iterable[PlaylistEntry]) -> str:

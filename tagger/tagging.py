@@ -30,7 +30,7 @@ from .predict import Analyzer
 from .result import TrackResult
 from .segments import SegmentReader
 from .tags import (V23_SEP, FileChanged, FileTags, Policy, TagPlan, cleanup_stale_temp,
-                   own_values_removed, write_tags)
+                   write_tags)
 
 log = logging.getLogger(__name__)
 
@@ -236,18 +236,12 @@ class Tagger:
         return FileTags(genres, mood) if genres or mood is not None else None
 
     def _written(self, path: Path, plan: TagPlan) -> dict:
-        """What genreml's writes leave in the file after ``plan``: what the plan put there,
-        and what earlier writes recorded that the file still holds (a plan made without
-        ``own`` cannot tell those from the user's)."""
-        ours = plan.ours
+        """What genreml's writes leave in the file after ``plan`` (:meth:`TagPlan.ours_with`
+        the cache's earlier record), as :meth:`tagger.cache.Cache.update_stat` records it."""
         before = next(iter(self.cache.written([path]).values()), {})
-        kept = own_values_removed(plan.after, FileTags(ours.genres, ours.mood))
         earlier = FileTags(list(before.get("genres") or []), before.get("mood"))
-        still = own_values_removed(kept, earlier)  # the user's values among kept
-        genres = ours.genres + [g for g in kept.genres if g not in still.genres]
-        mood = ours.mood or (kept.mood if kept.mood is not None and still.mood is None
-                             else None)
-        return {"genres": genres, "mood": mood}
+        ours = plan.ours_with(earlier)
+        return {"genres": ours.genres, "mood": ours.mood}
 
     @staticmethod
     def _unchanged(path: Path, st: os.stat_result) -> bool:

@@ -7,19 +7,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 from audiogen import make_audio
+from beets_helper import GenremlBeetsHelper
 from mediafile import MediaFile
 from mutagen.id3 import ID3
 from onnx_models import band_model, constant_model
 
 from beets.dbcore import types
 from beets.library import Item
-from beets.test.helper import ImportHelper, PluginMixin
 from beets.ui import UserError
 from beets.util import cached_classproperty
 from tagger.tags import read_tags
@@ -67,32 +66,11 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-class GenremlHelper(PluginMixin, ImportHelper):
-    plugin: ClassVar[str] = "genreml"
-    preload_plugin: ClassVar[bool] = False
-
+class GenremlHelper(GenremlBeetsHelper):
     @pytest.fixture(autouse=True)
-    def _genreml(self, setup: None, assets: dict[str, Path], capsys: pytest.CaptureFixture[str]
-                 ) -> Iterator[None]:
+    def _genreml(self, _beets: None, assets: dict[str, Path]) -> None:
         self.assets = assets
-        self.capsys = capsys
-        self.config["import"]["write"] = False
         self.configure(models=str(assets["band"]))
-        beets_log = logging.getLogger("beets")
-        handlers = list(beets_log.handlers)
-        yield
-        # `beet` adds a stderr handler bound to this test's captured stream: drop it
-        for handler in set(beets_log.handlers) - set(handlers):
-            beets_log.removeHandler(handler)
-        cached_classproperty.cache.clear()
-
-    def configure(self, **settings: object) -> None:
-        """(Re)load the plugin with these settings over the test defaults."""
-        self.unload_plugins()
-        self.config["genreml"].set({"cache": str(self.temp_path / "cache.db"), "device": "cpu",
-                                    **settings})
-        self.load_plugins()
-        cached_classproperty.cache.clear()  # Item._types: recomputed with this plugin
 
     def add(self, title: str, **fields: object) -> Item:
         """A library item for a copy of the ``title`` source file."""
@@ -103,16 +81,6 @@ class GenremlHelper(PluginMixin, ImportHelper):
         item.update(fields)
         item.add(self.lib)
         return item
-
-    def run_genreml(self, *args: str) -> str:
-        self.capsys.readouterr()
-        self.run_command(*args)
-        return self.capsys.readouterr().out
-
-    def fresh(self, item: Item) -> Item:
-        got = self.lib.get_item(item.id)
-        assert got is not None
-        return got
 
 
 class TestTagCommand(GenremlHelper):
@@ -228,6 +196,12 @@ class TestWrite(GenremlHelper):
         assert MediaFile(high.filepath).title == "high"  # beets wrote its fields too
         # the library and the files agree: beets reads back what it wrote
         assert Item.from_path(low.filepath)["mood"] == "calm"
+        from tagger.cache import Cache
+
+        with Cache(self.cache_path()) as cache:  # genreml's own values: never learned from
+            assert cache.written([low.filepath]) == {
+                str(low.filepath): {"genres": ["Low"], "mood": "calm"}}
+        assert self.fresh(low)["genreml_written_genres"] == ["Low"]
 
     def test_id3v23_gets_txxx_mood(self) -> None:
         self.config["id3v23"] = True
@@ -436,7 +410,7 @@ class TestWatchDaemonSide(GenremlHelper):
         daemon's models; the plugin beets loads in the daemon's process types the fields
         with those very models and loads none of its own."""
         from beets.plugins import find_plugins
-        from tagger import beetsfields, model
+        from tagger import beetsfields, model, personal
         from tagger.cache import Cache
         from tagger.tagging import Tagger
         from tagger.watch import BeetsLibrary
@@ -450,6 +424,8 @@ class TestWatchDaemonSide(GenremlHelper):
         real_load = model.load_models
         monkeypatch.setattr(model, "load_models",
                             lambda *a, **k: loads.append(a) or real_load(*a, **k))
+        monkeypatch.setattr(personal, "load_run_models",
+                            lambda *a, **k: loads.append(a) or real_load(*a[:1], **k))
         try:
             beets = BeetsLibrary(models, "fill", library=self.lib)
             cached_classproperty.cache.clear()  # Item._types: the plugin's fields, asked anew
@@ -458,7 +434,7 @@ class TestWatchDaemonSide(GenremlHelper):
                 assert beets.update(outcome)
             assert isinstance(Item._types["mood_calm"], types.Float)
             (plugin,) = [p for p in find_plugins() if p.name == "genreml"]
-            assert plugin._models() is models
+            assert plugin.state.models() is models
         finally:
             beetsfields.share_models(None)
         assert loads == []  # one model set in the process: the daemon's

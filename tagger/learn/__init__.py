@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import importlib.util
 
-__all__ = ["LearnUnavailable", "require"]
+__all__ = ["TASKS", "LearnUnavailable", "require"]
 
+# a front door's --task choice -> the head's task
+TASKS = {"genre": "genre", "mood": "emotion"}
 INSTALL = "pip install '.[learn]' in a genreml clone (scikit-learn and skl2onnx)"
 
 

@@ -1,18 +1,19 @@
 """The labelled tracks ``genreml learn`` learns from: their labels, groups and embeddings.
 
 Runtime code only (no scikit-learn). A front door reads each track's :class:`Truth` (from
-the file's tags with :func:`read_truth`, or from a beets item), takes genreml's own values
-out (:func:`without_own`), and has every labelled track's clip embeddings found in the cache
-or analysed (:func:`embedding_of`); :func:`build_examples` then makes the labels canonical
-and puts everything together.
+the file's tags with :func:`read_truth` and takes genreml's own values out with
+:func:`without_own`, or from a beets item with :func:`truth_of_item`), and has every labelled
+track's clip embeddings found in the cache or analysed (:func:`embedding_of`,
+:func:`embeddings_of`); :func:`build_examples` then makes the labels canonical and puts
+everything together.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from ..labels import GenreTree, Vocabulary, fold, split_values
 from ..result import ClipEmbeddings
 
 __all__ = ["Examples", "LabelSource", "Truth", "build_examples", "embedding_of",
-           "read_truth", "without_own"]
+           "embeddings_of", "labelled", "read_truth", "truth_of_item", "without_own"]
 
 # how a track is grouped for cross-validation, in order: one artist's tracks stay together
 GROUP_FIELDS = ("artist", "albumartist", "album")
@@ -82,10 +83,52 @@ def read_truth(path: str | os.PathLike[str], source: LabelSource) -> Truth:
         tags = read_tags(path)
         raw = tags.genres if source.task == "genre" else [tags.mood] if tags.mood else []
     values = [v for value in raw for v in split_values(value, source.separators)]
-    group = next((f"{name}:{fold(fields[name][0])}" for name in GROUP_FIELDS
-                  if fields[name] and fold(fields[name][0])),
-                 f"folder:{os.path.dirname(os.path.abspath(path))}")
+    group = _group({name: (fields[name] or [""])[0] for name in GROUP_FIELDS}, path)
     return Truth(os.fspath(path), values, group)
+
+
+class Item(Protocol):
+    """What :func:`truth_of_item` needs of a beets item."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+
+def truth_of_item(item: Item, source: LabelSource) -> Truth:
+    """A beets item's labels for ``source`` (its ``genres``, or its ``mood``; or
+    ``source.field``), without the values genreml wrote there itself
+    (:func:`tagger.beetsfields.written_record`), and its group as :func:`read_truth` makes it.
+
+    Parameters
+    ----------
+    item : beets.library.Item
+        Anything with beets' ``get``; ``path`` is the file's (bytes or str).
+    source : LabelSource
+        The task, and how a value holding several labels is split.
+
+    Returns
+    -------
+    Truth
+        ``path`` is the item's path as a string.
+    """
+    from ..beetsfields import written_record
+
+    path = os.fsdecode(item.get("path"))
+    if source.field:
+        raw = item.get(source.field)
+    else:
+        raw = item.get("genres") if source.task == "genre" else item.get("mood")
+    raw = [raw] if isinstance(raw, str) else list(raw or [])
+    values = [v for value in raw for v in split_values(str(value), source.separators)]
+    truth = Truth(path, values, _group({n: item.get(n) for n in GROUP_FIELDS}, path))
+    return truth if source.field else without_own(truth, source.task, written_record(item))
+
+
+def _group(first: Mapping[str, str | None], path: str | os.PathLike[str]) -> str:
+    """A track's cross-validation group: the first of :data:`GROUP_FIELDS` with a value
+    (``first``: each field's first value), else its folder."""
+    return next((f"{name}:{fold(first[name])}" for name in GROUP_FIELDS
+                 if first.get(name) and fold(first[name])),
+                f"folder:{os.path.dirname(os.path.abspath(path))}")
 
 
 def without_own(truth: Truth, task: str, written: Mapping[str, Any] | None) -> Truth:
@@ -122,6 +165,32 @@ def embedding_of(tagger: Any, path: str | os.PathLike[str]) -> ClipEmbeddings:
     if stored is None:
         raise OSError(f"{os.fspath(path)}: no embeddings after the analysis")
     return stored.embeddings
+
+
+def embeddings_of(tagger: Any, truths: Iterable[Truth],
+                  failed: Callable[[str, Exception], None]) -> dict[str, ClipEmbeddings]:
+    """Every labelled track's clip embeddings (:func:`embedding_of`), keyed by its path.
+
+    Parameters
+    ----------
+    tagger : tagger.tagging.Tagger
+        Its cache and models find or make the embeddings.
+    truths : iterable of Truth
+        The tracks; those without a value are skipped (nothing is learned from them).
+    failed : callable
+        Told ``(path, error)`` for a track that cannot be analysed; the others go on.
+
+    Returns
+    -------
+    dict
+    """
+    out: dict[str, ClipEmbeddings] = {}
+    for truth in labelled(truths):
+        try:
+            out[truth.path] = embedding_of(tagger, truth.path)
+        except Exception as err:  # one broken file must not end a library-wide run
+            failed(truth.path, err)
+    return out
 
 
 @dataclasses.dataclass

@@ -17,7 +17,7 @@ from .examples import LabelSource, Truth, build_examples
 from .export import head_path, save_head, write_atomically
 from .report import draw, summary, table
 
-__all__ = ["Outcome", "genre_threshold", "learn"]
+__all__ = ["Outcome", "genre_threshold", "learn", "settings_for"]
 
 
 @dataclasses.dataclass
@@ -30,6 +30,12 @@ class Outcome:
     head: Path | None  # None: no label earned its place, no head was written
     files: list[Path]  # the report's files
 
+    @property
+    def where(self) -> str:
+        """One line saying where the head and the report are (a front door prints it)."""
+        head = self.head or "no head written: no label earned its place"
+        return f"head: {head}; report: {self.files[0].with_suffix('.*')}"
+
 
 def genre_threshold(models: ModelSet, fallback: float = 0.5) -> float:
     """The written threshold of ``models``' genre head: a personal genre head decides at the
@@ -38,6 +44,24 @@ def genre_threshold(models: ModelSet, fallback: float = 0.5) -> float:
         if spec.task == "genre" and spec.threshold is not None:
             return spec.threshold
     return fallback
+
+
+def settings_for(models: ModelSet, min_tracks: int = 10, min_precision: float = 0.7
+                 ) -> Settings:
+    """The learning settings a front door's options ask for, the genre threshold
+    ``models``' (:func:`genre_threshold`).
+
+    Raises
+    ------
+    ValueError
+        ``min_precision`` outside (0, 1] or ``min_tracks`` under 2 (the message names the
+        option: ``--min-precision``, ``--min-tracks``).
+    """
+    if not 0 < min_precision <= 1:
+        raise ValueError("--min-precision must be in (0, 1]")
+    if min_tracks < 2:
+        raise ValueError("--min-tracks must be 2 or more")
+    return Settings(min_tracks, min_precision, threshold=genre_threshold(models))
 
 
 def learn(truths: Sequence[Truth], embeddings: Mapping[str, ClipEmbeddings],

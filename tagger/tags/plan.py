@@ -119,6 +119,39 @@ class TagPlan:
             mood = None
         return FileTags([g for g in self.genre.new if _key(g) not in theirs], mood)
 
+    def ours_with(self, earlier: FileTags | None) -> FileTags:
+        """What genreml's writes leave in the file after this plan: :attr:`ours`, and the
+        values of :attr:`after` that an earlier record (``earlier``: what genreml's writes had
+        left there before) says are genreml's; a plan made without ``own`` cannot tell those
+        from the user's.
+
+        The one rule for every record of genreml's own values (the cache's
+        ``tracks.written``, the beets fields ``genreml_written_*``).
+
+        Parameters
+        ----------
+        earlier : FileTags or None
+            What the record said before this plan (None: no record).
+
+        Returns
+        -------
+        FileTags
+            genreml's values among :attr:`after`, in its order.
+
+        Examples
+        --------
+        >>> plan = plan_tags(FileTags(["Jazz", "Low"], None), ["Low"], None, "fill")
+        >>> plan.ours, plan.ours_with(FileTags(["Low"], None))
+        (FileTags(genres=[], mood=None), FileTags(genres=['Low'], mood=None))
+        """
+        ours = self.ours
+        kept = own_values_removed(self.after, ours)
+        users = own_values_removed(kept, earlier) if earlier is not None else kept
+        genres = ours.genres + [g for g in kept.genres if g not in users.genres]
+        mood = ours.mood or (kept.mood if kept.mood is not None and users.mood is None
+                             else None)
+        return FileTags(genres, mood)
+
     @property
     def before(self) -> FileTags:
         return FileTags(list(self.genre.old), self.mood.old)
