@@ -18,8 +18,6 @@ log = logging.getLogger("genreml")
 
 __all__ = ["add_learn_parser", "cmd_learn"]
 
-TASKS = {"genre": "genre", "mood": "emotion"}
-
 
 def _aliases(path: Path | None) -> dict[str, str] | None:
     if path is None:
@@ -38,6 +36,7 @@ def _aliases(path: Path | None) -> dict[str, str] | None:
 
 def _source(args: argparse.Namespace):
     from .labels import load_tree
+    from .learn import TASKS
     from .learn.examples import LabelSource
 
     tree = None
@@ -61,21 +60,21 @@ def cmd_learn(args: argparse.Namespace) -> int:
         require()
     except LearnUnavailable as err:
         raise UsageError(str(err)) from err
-    from .learn.crossfit import LearnError, Settings
+    from .learn.crossfit import LearnError
     from .learn.examples import embedding_of, labelled, read_truth, without_own
-    from .learn.run import genre_threshold, learn
+    from .learn.run import learn, settings_for
     from .model import load_models
     from .personal import personal_dir
     from .tagging import Tagger
 
-    if not 0 < args.min_precision <= 1:
-        raise UsageError("--min-precision must be in (0, 1]")
-    if args.min_tracks < 2:
-        raise UsageError("--min-tracks must be 2 or more")
     source = _source(args)
     console = Console(args.quiet)
     files = _files(args.paths)
     models = load_models(args.models, device=args.device, threads=args.threads)
+    try:
+        settings = settings_for(models, args.min_tracks, args.min_precision)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
     truths, embeddings = [], {}
     with open_cache(args) as cache:
         written = cache.written(files)
@@ -88,18 +87,14 @@ def cmd_learn(args: argparse.Namespace) -> int:
         analysed = console.for_each_file(
             wanted, lambda p: embedding_of(tagger, p), "learn", jobs=args.workers,
             done=lambda p, e: embeddings.__setitem__(str(p), e))
-    settings = Settings(args.min_tracks, args.min_precision,
-                        threshold=genre_threshold(models))
     try:
         outcome = learn(truths, embeddings, source, settings, models, personal_dir(),
                         args.out)
     except LearnError as err:
         raise UsageError(str(err)) from err
     if not args.quiet:
-        for line in outcome.lines:
+        for line in [*outcome.lines, outcome.where]:
             console.result(line)
-        where = outcome.head or "no head written: no label earned its place"
-        console.result(f"head: {where}; report: {outcome.files[0].with_suffix('.*')}")
     return EXIT_FAILED_FILES if read.failed or analysed.failed else EXIT_OK
 
 
@@ -114,7 +109,7 @@ def add_learn_parser(sub, cache_help: str, workers: int) -> None:
         "do not reach the precision floor are reported and not written. The head is kept "
         "in $XDG_DATA_HOME/genreml/personal and used by analyze, tag, watch and beets.")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    p.add_argument("--task", choices=tuple(TASKS), default="genre")
+    p.add_argument("--task", choices=("genre", "mood"), default="genre")
     p.add_argument("--field", metavar="NAME",
                    help="read the labels from this tag instead (STYLE, TXXX:STYLE, ...)")
     p.add_argument("--split", action="append", metavar="SEP",

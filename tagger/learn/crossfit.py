@@ -161,7 +161,6 @@ def _clip_logits(pipe: Pipeline, clips: _Clips, width: int) -> np.ndarray:
 @dataclasses.dataclass
 class _OneMood:
     """What a fold whose training tracks have a single mood predicts: that mood."""
-
     classes_: np.ndarray
     coef_: np.ndarray
     intercept_: np.ndarray
