@@ -1,7 +1,7 @@
 """``genreml learn`` on a simulated library made of 4Q: a personal head vs the bundled one.
 
-    PYTHONPATH=. nice -n 10 python bench/learn_4q.py [--data ../shared/data/4q] [--work DIR] [--keep]
-                                        [--seed 0] [--workers 2]
+    PYTHONPATH=. nice -n 10 python bench/learn_4q.py [--data ../shared/data/4q]
+        [--work DIR] [--keep] [--seed 0] [--workers 2]
 
 Run by hand (never by the test suite); needs the ``learn`` extra (scikit-learn, skl2onnx) and
 the ``train`` code in ``trainer/`` (for the bundled model's split, no TensorFlow). About ten
