@@ -40,11 +40,23 @@ from typing import Any
 
 import yaml
 
-__all__ = ["GenreTree", "Vocabulary", "default_tree_path", "fold", "load_tree",
+__all__ = ["ALLMUSIC_SYNONYMS", "GenreTree", "Vocabulary", "default_tree_path", "fold", "load_tree",
            "split_values", "tree_from_data"]
 
 # Spaces, hyphens (ASCII and the Unicode hyphens NFKC leaves) and underscores separate words
 # alike in a fold: "Hip-Hop", "hip hop" and "Hip_Hop" are one genre.
+# AllMusic's genre names -> the names of beets' lastgenre tree, which the bundled models use;
+# names not listed are the same in both. A personal head learned from AllMusic-tagged files
+# says "Rap" where the bundled head says "Hip Hop": one genre (tagger.personal.UnionHead).
+ALLMUSIC_SYNONYMS = {
+    "Pop/Rock": "Pop Rock",
+    "Rap": "Hip Hop",
+    "Stage & Screen": "Soundtrack",
+    "International": "World Music",
+    "Holiday": "Christmas Music",
+    "Comedy/Spoken": "Spoken Word",
+}
+
 _WORD_GAP = re.compile(r"[\s\-_\u2010\u2011]+")
 _SPACES = re.compile(r"\s+")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .labels import fold
+from .labels import ALLMUSIC_SYNONYMS, fold
 from .model import HeadModel, ModelSet, load_models
 from .modelmeta import EmbeddingLayout, HeadSpec, ModelError
 from .result import ModelIdentity
@@ -55,7 +55,8 @@ def personal_heads(folder: Path | None = None) -> list[Path]:
 @dataclasses.dataclass
 class UnionHead:
     """Two genre heads on one backbone as one: the personal labels, then the default labels
-    the personal head does not have (compared folded). Each output keeps its own
+    the personal head does not have (compared folded, AllMusic's names as their lastgenre
+    synonyms: a personal "Rap" leaves out the default "Hip Hop"). Each output keeps its own
     probabilities; both heads decide at the default head's threshold (``genreml learn``
     chooses the personal operating points for it)."""
 
@@ -68,7 +69,9 @@ class UnionHead:
             log.warning("%s was learned for threshold %s, %s decides at %s: learn it again "
                         "for exact decisions", self.personal.path.name, mine.threshold,
                         self.default.path.name, theirs.threshold)
+        synonyms = {fold(a): fold(b) for a, b in ALLMUSIC_SYNONYMS.items()}
         known = {fold(label) for label in mine.labels}
+        known |= {synonyms[k] for k in known if k in synonyms}  # "Rap" covers "Hip Hop"
         self._keep = [i for i, label in enumerate(theirs.labels) if fold(label) not in known]
         labels = mine.labels + tuple(theirs.labels[i] for i in self._keep)
         self.heads = (HeadSpec("genre", "genre", labels, theirs.threshold),)

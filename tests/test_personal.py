@@ -92,3 +92,22 @@ def test_a_personal_head_of_another_backbone_is_left_out_under_auto(folders, tmp
         load_run_models(None, "both")
     ms = load_run_models(None, "auto")  # the bundled models, with a warning
     assert ms.preferred == () and "not used" in caplog.text
+
+
+def test_an_allmusic_name_in_the_personal_head_covers_its_lastgenre_synonym(folders):
+    models, personal = folders
+    (backbone,) = models.glob("backbone-*.onnx")
+    n = om.FEATURES.n_mels
+    default = models.parent / "default"
+    default.mkdir()
+    om.head_file(default / "genre.onnx", backbone,
+                 [(HeadSpec("genre", "genre", ("Hip Hop", "Blues"), 0.2), np.zeros((n, 2)),
+                   np.zeros(2))])
+    om.head_file(personal / "personal-genre.onnx", backbone,
+                 [(HeadSpec("genre", "genre", ("Rap", "Dub Techno"), 0.2), np.zeros((n, 2)),
+                   np.zeros(2))], name="personal")
+    import shutil
+
+    shutil.copy(backbone, default)
+    both = load_run_models(default, "both")
+    assert {s.task: s.labels for s, _ in both.specs}["genre"] == ("Rap", "Dub Techno", "Blues")

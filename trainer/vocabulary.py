@@ -11,17 +11,13 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from tagger.labels import ALLMUSIC_SYNONYMS
+
 __all__ = ["ALLMUSIC_NAMES", "SEPARATORS", "ShipRule", "display_name", "has_separator"]
 
-# AllMusic genre -> shipped name (lastgenre's spelling); names not listed are kept as they are.
-ALLMUSIC_NAMES = {
-    "Pop/Rock": "Pop Rock",
-    "Rap": "Hip Hop",
-    "Stage & Screen": "Soundtrack",
-    "International": "World Music",
-    "Holiday": "Christmas Music",
-    "Comedy/Spoken": "Spoken Word",
-}
+# AllMusic genre -> shipped name (lastgenre's spelling): the runtime's table, which also tells
+# a personal head's AllMusic-spelled labels from the bundled ones (tagger.personal.UnionHead).
+ALLMUSIC_NAMES = ALLMUSIC_SYNONYMS
 
 # Characters that tag formats or players split one genre string on.
 SEPARATORS = re.compile(r"[/;,\\|\x00]")

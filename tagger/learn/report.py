@@ -63,14 +63,14 @@ def table(report: dict[str, Any]) -> list[str]:
         lines.append(f"accuracy {report['accuracy']:.2f} [{lo:.2f}, {hi:.2f}] over every "
                      "labelled track (a mood not learned is always a miss)")
     width = max([len("label"), *(len(f["label"]) for f in report["labels"])])
-    lines.append(f"{'label':<{width}}  tracks  artists  written  precision [95% CI]  "
+    lines.append(f"{'label':<{width}}  tracks  artists  written  {'precision [95% CI]':<18}  "
                  "recall  F1    point  verdict")
     for f in report["labels"]:
-        ci = f"[{f['precision_ci'][0]:.2f}, {f['precision_ci'][1]:.2f}]" \
+        ci = f" [{f['precision_ci'][0]:.2f}, {f['precision_ci'][1]:.2f}]" \
             if f["precision_ci"] else ""
         verdict = "learned" if f["learned"] else f["reason"]
         lines.append(f"{f['label']:<{width}}  {f['tracks']:>6}  {f['groups']:>7}  "
-                     f"{f['written']:>7}  {_cell(f['precision']):>9} {ci:<12}  "
+                     f"{f['written']:>7}  {_cell(f['precision']) + ci:<18}  "
                      f"{_cell(f['recall']):>6}  {_cell(f['f1']):<4}  "
                      f"{_cell(f['point']):>5}  {verdict}")
     return lines
