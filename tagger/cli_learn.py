@@ -109,7 +109,8 @@ def add_learn_parser(sub, cache_help: str, workers: int) -> None:
         "do not reach the precision floor are reported and not written. The head is kept "
         "in $XDG_DATA_HOME/genreml/personal and used by analyze, tag, watch and beets.")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    p.add_argument("--task", choices=("genre", "mood"), default="genre")
+    p.add_argument("--task", choices=("genre", "mood"), default="genre",
+                   help="learn genres (default; several per track) or the mood (one)")
     p.add_argument("--field", metavar="NAME",
                    help="read the labels from this tag instead (STYLE, TXXX:STYLE, ...)")
     p.add_argument("--split", action="append", metavar="SEP",

@@ -180,3 +180,21 @@ def test_learn_says_what_is_wrong(lib, capsys, monkeypatch, tmp_path):
                         lambda name, *a: None if name == "skl2onnx" else real(name, *a))
     rc, _, err = run(capsys, "learn", "--models", models, one)
     assert rc == 2 and "pip install '.[learn]'" in err and "Traceback" not in err
+
+
+def test_genres_rolled_up_the_genre_tree(tmp_path):
+    from tagger.cli import build_parser
+    from tagger.cli_learn import _source
+
+    def source(*argv):
+        return _source(build_parser().parse_args(["learn", *argv, str(tmp_path)]))
+
+    rolled = source("--tree", "--depth", "2")
+    from tagger.learn.examples import Truth, build_examples
+
+    truths = [Truth("/a", ["Melodic Death Metal"], "a"), Truth("/b", ["Rock"], "b")]
+    clips = {t.path: type("E", (), {"clips": np.zeros((1, 2), np.float16)})() for t in truths}
+    assert build_examples(truths, clips, rolled).labels == [["heavy metal"], ["Rock"]]
+    assert source().tree is None
+    with pytest.raises(Exception, match="--depth must be 1 or more"):
+        source("--tree", "--depth", "0")
