@@ -11,6 +11,7 @@ each of its jobs has its own module:
 ``match``     what a path, a folder or a set of models selects
 ``rows``      a TrackResult written as rows and read back
 ``results``   lookup (by path or fingerprint), store, relocate, stale marking
+``written``   what genreml's own tag writes left in each file (left out of learning)
 ``queries``   playlists, labels, files to analyse again, the summary
 ``jobs``      the daemon's queue
 """
@@ -22,6 +23,7 @@ from .jobs import Job, JobQueue
 from .queries import Hit, Queries
 from .results import Results, StoredEmbedding
 from .schema import JOB_STATES, MIGRATIONS, SCHEMA_VERSION, CacheVersionError
+from .written import Written
 
 __all__ = [
     "Cache",
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 
-class Cache(Results, Queries, JobQueue):
+class Cache(Results, Written, Queries, JobQueue):
     """The results cache and job queue in one SQLite file.
 
     Safe to share between threads and to open from several processes at once.

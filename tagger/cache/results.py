@@ -255,32 +255,6 @@ class Results(Database):
         with self._connect() as conn:
             return _load(conn, _track_select(where, None)).get(key)
 
-    def written(self, paths: Iterable[PathLike]) -> dict[str, dict[str, Any]]:
-        """What genreml's own tag writes left in each file: ``{"genres": [...], "mood": m}``
-        per path it recorded (another analysis does not reset it); for a file tagged before
-        this record was kept, what the result written there decided. Learning from a library
-        takes these values out of the labels it reads (:mod:`tagger.learn`)."""
-        keys = [_norm(p) for p in paths]
-        out: dict[str, dict[str, Any]] = {}
-        with self._connect() as conn:
-            for chunk in _chunks(keys):
-                rows = conn.execute(select(TrackRow.path, TrackRow.written).where(
-                    TrackRow.path.in_(chunk), TrackRow.written.is_not(None)))
-                for path, text in rows:
-                    try:
-                        out[path] = json.loads(text)
-                    except ValueError:  # a damaged value: trust none of its labels
-                        logger.warning("%s: unreadable record of genreml's tags", path)
-                        out[path] = {"genres": [], "mood": None, "damaged": True}
-                # tagged before genreml kept this record (schema 3): what its result decided
-                older = _load(conn, _track_select(and_(
-                    TrackRow.path.in_(chunk), TrackRow.written.is_(None),
-                    TrackRow.tagged.is_(True)), None))
-                for path, result in older.items():
-                    mood = result.emotion[0] if result.emotion else None
-                    out[path] = {"genres": [g for g, _ in result.genres], "mood": mood}
-        return out
-
     def info(self, path: PathLike) -> dict[str, Any] | None:
         """The bookkeeping of a stored file: stat, fingerprint, dates and per-task models.
 
