@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import __version__
 from .cli_cache import cmd_playlist, cmd_show, cmd_status, open_cache
+from .cli_ray import add_ray_options
 from .cli_options import (V23_SEP, WithCommon, add_model_options, add_policy_options,
                           add_workers_option,
                           add_verbosity, add_write_options)
@@ -76,13 +77,34 @@ def _files(paths: Sequence[Path]) -> list[Path]:
 def cmd_analyze(args: argparse.Namespace) -> int:
     analyzer = _analyzer(args)
     console = Console(args.quiet)
+    rows: list[dict] = []
 
     def done(path: Path, result) -> None:
-        console.result(json.dumps(result.to_dict(args.timeline)) if args.json
-                       else format_result(result))
+        result = getattr(result, "result", result)  # an Outcome, with --ray
+        if args.out:
+            rows.append(result.to_dict(args.timeline))
+        else:
+            console.result(json.dumps(result.to_dict(args.timeline)) if args.json
+                           else format_result(result))
 
-    counts = console.for_each_file(_files(args.paths), analyzer.analyze, "analyze", done=done,
-                                   jobs=args.workers)
+    files = _files(args.paths)
+    if args.ray is not None:  # through the cache, so that a second run sends nothing
+        from .cli_ray import run_with_ray
+        from .report import RunCounts
+        from .tagging import Tagger
+
+        with open_cache(args) as cache:
+            tagger = Tagger(analyzer.models, cache, write=False, hop_seconds=args.hop,
+                            threshold=args.threshold, max_genres=args.max_genres,
+                            budget=args.clips)
+            counts = run_with_ray(args, tagger, files, console, RunCounts(write=False), done)
+    else:
+        counts = console.for_each_file(files, analyzer.analyze, "analyze", done=done,
+                                       jobs=args.workers)
+    if args.out:
+        from .results_file import write_results
+
+        write_results(args.out, rows)
     return EXIT_FAILED_FILES if counts.failed else EXIT_OK
 
 
@@ -117,7 +139,12 @@ def cmd_tag(args: argparse.Namespace) -> int:
                 for line in outcome.plan.describe():
                     console.result(f"  {line}")
 
-        console.for_each_file(files, work, "tag", counts, done=done, jobs=args.workers)
+        if args.ray is not None:
+            from .cli_ray import run_with_ray
+
+            run_with_ray(args, tagger, files, console, counts, done)
+        else:
+            console.for_each_file(files, work, "tag", counts, done=done, jobs=args.workers)
     if not args.quiet:
         console.result(counts.line(args.dry_run))
     return EXIT_FAILED_FILES if counts.failed else EXIT_OK
@@ -202,8 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     p.add_argument("--json", action="store_true", help="one JSON object per line per track")
     p.add_argument("--timeline", action="store_true", help="with --json: per-clip probabilities")
+    p.add_argument("--out", type=Path, metavar="FILE.parquet",
+                   help="write the results to a Parquet file (pyarrow) instead of stdout")
     add_model_options(p)
     add_workers_option(p, FILE_WORKERS)
+    add_ray_options(p)
+    p.add_argument("--cache", type=Path, default=None,
+                   help="with --ray: the results cache (default: $XDG_DATA_HOME/genreml/"
+                   "cache.db); what it answers is not sent to the cluster")
     p.set_defaults(func=cmd_analyze)
 
     cache_help = "results cache (default: $XDG_DATA_HOME/genreml/cache.db)"
@@ -229,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, default=None, help=cache_help)
     add_model_options(p)
     add_workers_option(p, FILE_WORKERS)
+    add_ray_options(p)
     p.set_defaults(func=cmd_tag)
 
     p = sub.add_parser("show", help="what the cache knows about a file")

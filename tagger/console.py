@@ -14,7 +14,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -109,10 +109,10 @@ class Console:
             finally:
                 self._bar = None
 
-    def for_each_file(self, files: Sequence[Path], work: Callable[[Path], T], desc: str,
+    def for_each_file(self, files: Iterable[Path], work: Callable[[Path], T], desc: str,
                       counts: RunCounts | None = None,
                       done: Callable[[Path, T], None] | None = None,
-                      jobs: int = 1) -> RunCounts:
+                      jobs: int = 1, total: int | None = None) -> RunCounts:
         """Run ``work`` on every file, ``jobs`` files at a time (in threads), and ``done`` on
         each file's result in this thread, in the files' order: a failing file prints one
         line on stderr and the run goes on; a silent file is skipped (``skipped: silent``),
@@ -121,13 +121,16 @@ class Console:
         With two jobs on two cores one file decodes while the other runs the backbone, so
         neither core waits for the other's stage.
 
+        ``files`` may be an iterator (files as they arrive) with their number as ``total``.
+
         Returns
         -------
         RunCounts
             ``counts`` (or a new one) with ``failed`` and ``skipped`` added.
         """
         counts = counts if counts is not None else RunCounts(write=False)
-        with self.progress(len(files), desc) as advance, _pool(jobs) as submit:
+        total = total if total is not None else len(files)  # type: ignore[arg-type]
+        with self.progress(total, desc) as advance, _pool(jobs) as submit:
             pending: collections.deque = collections.deque()
             ahead = max(1, 2 * jobs)  # results held waiting for an earlier file
             for path in [*files, None]:

@@ -253,6 +253,7 @@ class ModelSet:
 
     backbone: Backbone
     heads: list[HeadModel]  # or objects that run like one (tagger.personal's views)
+    choice: str = "default"  # which heads tagger.personal.load_run_models chose
 
     def __post_init__(self) -> None:
         if not self.heads:

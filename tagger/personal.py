@@ -168,7 +168,7 @@ def load_run_models(models: str | Path | None = None, heads: str = "auto",
         log.warning("personal heads in %s not used: %s", where, err)
         return base
     if heads == "personal":
-        return ModelSet(backbone, list({id(m): m for m in mine.values()}.values()))
+        return ModelSet(backbone, list({id(m): m for m in mine.values()}.values()), "personal")
     theirs = _by_task(base.heads)
     chosen: list = []
     for task in dict.fromkeys([*mine, *theirs]):
@@ -178,4 +178,4 @@ def load_run_models(models: str | Path | None = None, heads: str = "auto",
             chosen.append(_task(mine[task], task))
         else:
             chosen.append(_task(theirs[task], task))
-    return ModelSet(backbone, chosen)
+    return ModelSet(backbone, chosen, "both")

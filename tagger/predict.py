@@ -14,12 +14,13 @@ from typing import Generic, TypeVar
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .audio import SILENCE_PEAK, ClipStream
-from .budget import AUTO, ClipBudget, decision_margin, grid_indices
+from .audio import ClipStream
+from .budget import AUTO, ClipBudget, decision_margin
 from .features import log_mel
 from .model import ModelSet
 from .result import ClipEmbeddings, HeadResult, TrackResult
-from .segments import SegmentReader, clip_count, read_clips
+from .patches import ClipGrid
+from .segments import SegmentReader
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,9 @@ class Analyzer:
         self.threshold = threshold
         self.max_genres = max_genres
         self.budget = budget
+        backbone = models.backbone
+        self.grid = ClipGrid(backbone.sample_rate, backbone.clip_seconds, backbone.features,
+                             hop_seconds, budget)
 
     def features(self, clips: np.ndarray) -> np.ndarray:
         """Log-mel patches ``[n, n_frames, n_mels]`` of clips ``[n, samples]``."""
@@ -178,8 +182,13 @@ class Analyzer:
     def embed(self, clips: np.ndarray, threads: int | None = None) -> np.ndarray:
         """float16 clip embeddings ``[n, dim]`` of clips ``[n, samples]`` at the models'
         rate (rounded as the cache keeps them)."""
-        with threadpool_limits(limits=1, user_api="blas"):  # numpy's mel projection
-            mel = self.features(clips)
+        return self.embed_patches(self.grid.patches(clips), threads)
+
+    def embed_patches(self, mel: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """float16 clip embeddings ``[n, dim]`` of log-mel patches (rounded as the cache
+        keeps them, before any head sees them)."""
+        if not len(mel):
+            return np.zeros((0, self.models.backbone.embedding.dim), np.float16)
         return self.models.backbone.embed(mel, threads).astype(np.float16)
 
     def predict_clips(self, clips: np.ndarray) -> dict[str, np.ndarray]:
@@ -207,37 +216,38 @@ class Analyzer:
         if self.budget.clips is None:
             return self._analyze_stream(path, on_clips)
         with contextlib.nullcontext(reader) if reader is not None else SegmentReader(path) as r:
-            hop = self.hop_seconds or self.models.clip_seconds
-            n = clip_count(r, self.models.sample_rate, self.models.clip_seconds, hop)
-            if n is None:  # a length FFmpeg cannot tell: every clip, in one pass
+            plan = self.grid.plan(r)
+            if plan is None:  # a length FFmpeg cannot tell: every clip, in one pass
                 return self._analyze_stream(path, on_clips)
-            chosen = grid_indices(n, self.budget.clips)
-            starts, emb = self._embed_at(r, chosen * hop, on_clips)
+            starts, emb = self._embed_at(r, plan[0], on_clips)
             if not len(starts):  # every chosen clip silent: look at every clip
                 return self._analyze_stream(path, on_clips)
             duration = (r.frames or 0) / r.native_rate
+            more = (lambda: self._embed_at(r, plan[1], on_clips)) if len(plan[1]) else None
+            return self.decide(path, duration, starts, emb, more)
+
+    def decide(self, path: str | Path, duration: float, starts: np.ndarray, emb: np.ndarray,
+               more: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None) -> TrackResult:
+        """A track's result from the embeddings of its first clips; where a decision is
+        within the budget's margin of flipping, with ``more()``'s clips (starts, embeddings)
+        added in start order. The one rule a local and a distributed analysis share."""
+        result = self._result(path, duration, starts, emb)
+        if more is not None and decision_margin(result) < self.budget.margin:
+            extra_starts, extra = more()
+            order = np.argsort(np.concatenate([starts, extra_starts]), kind="stable")
+            starts = np.concatenate([starts, extra_starts])[order]
+            emb = np.concatenate([emb, extra])[order]
             result = self._result(path, duration, starts, emb)
-            if (self.budget.widen and n > len(chosen)
-                    and decision_margin(result) < self.budget.margin):
-                more = np.setdiff1d(grid_indices(n, self.budget.widen), chosen)
-                extra_starts, extra = self._embed_at(r, more * hop, on_clips)
-                order = np.argsort(np.concatenate([starts, extra_starts]), kind="stable")
-                starts = np.concatenate([starts, extra_starts])[order]
-                emb = np.concatenate([emb, extra])[order]
-                result = self._result(path, duration, starts, emb)
-            return result
+        return result
 
     def _embed_at(self, reader: SegmentReader, starts: np.ndarray,
                   on_clips: Callable[[int], None] | None) -> tuple[np.ndarray, np.ndarray]:
         """Starts (seconds) and float16 embeddings of the non-silent clips at ``starts``."""
-        batch = read_clips(reader, self.models.sample_rate, self.models.clip_seconds, starts)
-        keep = np.abs(batch.clips).max(axis=1) >= SILENCE_PEAK if len(batch.clips) else []
-        clips, kept = batch.clips[keep], batch.starts[keep]
-        emb = self.embed(clips) if len(clips) else np.zeros(
-            (0, self.models.backbone.embedding.dim), np.float16)
-        if on_clips and len(clips):
-            on_clips(len(clips))
-        return kept, emb
+        patches = self.grid.patches_at(reader, starts)
+        emb = self.embed_patches(patches.mel)
+        if on_clips and len(emb):
+            on_clips(len(emb))
+        return patches.starts, emb
 
     def _result(self, path: str | Path, duration: float, starts: np.ndarray,
                 emb: np.ndarray) -> TrackResult:
@@ -247,14 +257,13 @@ class Analyzer:
 
     def _feature_batches(self, stream: ClipStream) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for batch in stream:
-            yield batch.starts, self.features(batch.clips)
+            yield batch.starts, self.grid.patches(batch.clips)
 
     def _analyze_stream(self, path: str | Path,
                         on_clips: Callable[[int], None] | None = None) -> TrackResult:
         """Every clip of the grid, the file decoded once from start to end."""
         backbone = self.models.backbone
-        stream = ClipStream(path, self.models.sample_rate, self.models.clip_seconds,
-                            self.hop_seconds, batch_size=backbone.batch_size)
+        stream = self.grid.stream(path, batch_size=backbone.batch_size)
         beside = backbone.threads - 1  # threads to use while decoding runs
         parts: list[np.ndarray] = []
         starts: list[np.ndarray] = []

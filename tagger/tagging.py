@@ -45,6 +45,21 @@ def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
+@dataclasses.dataclass(frozen=True)
+class Analysed:
+    """A file's analysis made elsewhere (a Ray worker, :mod:`tagger.raydata`): used in place of
+    analysing here while the file keeps the size and mtime it had when it was read."""
+
+    result: TrackResult
+    fingerprint: str | None
+    size: int
+    mtime_ns: int
+
+    def describes(self, st: os.stat_result) -> bool:
+        # dev and inode are not compared: a worker may see the file through another mount
+        return (st.st_size, st.st_mtime_ns) == (self.size, self.mtime_ns)
+
+
 @dataclasses.dataclass
 class Outcome:
     """What happened to one file.
@@ -150,23 +165,33 @@ class Tagger:
     def identities(self):
         return self.models.identities
 
+    def answers(self, path: str | Path) -> bool:
+        """Whether the cache answers ``path`` as it is now without decoding it: a result of
+        these models, or embeddings of this backbone that the heads can re-tag."""
+        st = os.stat(path)
+        return (self.cache.lookup(path, self.identities, stat=st) is not None
+                or self.cache.embedding(path, self.models.backbone.identity.sha256, st)
+                is not None)
+
     def mark_stale(self) -> int:
         """Mark results of other model versions stale; returns how many."""
         return self.cache.mark_stale(self.identities)
 
-    def result_for(self, path: str | Path, reanalyse: bool = False
-                   ) -> tuple[TrackResult, str]:
+    def result_for(self, path: str | Path, reanalyse: bool = False,
+                   analysed: Analysed | None = None) -> tuple[TrackResult, str]:
         """The file's result and its source (``cache``, ``moved``, ``reheaded`` or
-        ``analysed``).
+        ``analysed``); ``analysed``: an analysis made elsewhere, used if the file is as it
+        was then.
 
         Raises
         ------
         tagger.audio.AudioError, OSError
         """
-        found = self._analyse(Path(path), reanalyse)
+        found = self._analyse(Path(path), reanalyse, analysed=analysed)
         return found.result, found.source
 
-    def _analyse(self, path: Path, reanalyse: bool, defer: bool = False) -> _Analysis:
+    def _analyse(self, path: Path, reanalyse: bool, defer: bool = False,
+                 analysed: Analysed | None = None) -> _Analysis:
         """:meth:`result_for`, with the stat the result belongs to.
 
         A result is only used (and cached) for the file it was computed from: when the file
@@ -193,6 +218,9 @@ class Tagger:
                 if stored is not None:
                     result = self.analyzer.rehead(path, *stored[:3])
                     source, fp = "reheaded", stored.fingerprint
+            if result is None and analysed is not None and analysed.describes(st):
+                result, source, fp = analysed.result, "analysed", analysed.fingerprint
+                analysed = None  # once: if the file changes now, it is analysed here
             if result is None:  # one open file for the fingerprint and the clips
                 with SegmentReader(path) as reader:
                     fp = fingerprint_of(reader)
@@ -265,8 +293,10 @@ class Tagger:
         if removed:
             log.info("removed %d stale temporary file(s) in %s", len(removed), folder)
 
-    def tag(self, path: str | Path, reanalyse: bool = False) -> Outcome:
-        """Analyse ``path`` through the cache and write its tags under the policy.
+    def tag(self, path: str | Path, reanalyse: bool = False,
+            analysed: Analysed | None = None) -> Outcome:
+        """Analyse ``path`` through the cache (or take ``analysed``, see :meth:`result_for`)
+        and write its tags under the policy.
 
         A result is written only into the file it was computed from: a file replaced or
         rewritten since its analysis began is analysed again (at most :data:`MAX_ATTEMPTS`
@@ -281,7 +311,8 @@ class Tagger:
         if self.write and not self.dry_run:
             self._clean_folder(path)
         for attempt in range(MAX_ATTEMPTS):
-            found = self._analyse(path, reanalyse, defer=self.write)
+            found = self._analyse(path, reanalyse, defer=self.write, analysed=analysed)
+            analysed = None
             result, source = found.result, found.source
             outcome = Outcome(path, result, source)
             if not self.write:

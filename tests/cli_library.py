@@ -32,6 +32,13 @@ def tag(capsys, music, models, cache, *extra, before=()) -> tuple[int, str, str]
     return rc, out.out, out.err
 
 
+def run(capsys, *argv) -> tuple[int, str, str]:
+    """``genreml ARGV...`` in-process: (exit code, out, err)."""
+    rc = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
 def summary(out: str) -> dict[str, int]:
     """The last line of `genreml tag` (``tagged 3, unchanged 0, ...``) as counts."""
     last = out.strip().splitlines()[-1].replace("would tag", "tagged")

@@ -20,9 +20,8 @@ import onnx
 import pytest
 
 import onnx_models as om
-from cli_library import summary
+from cli_library import run, summary
 from learn_library import make_learn_library, tag_file
-from tagger.cli import main
 from tagger.tags import read_tags
 
 pytestmark = pytest.mark.timeout(300)
@@ -40,12 +39,6 @@ def lib(tmp_path, monkeypatch):
     models = tmp_path / "models"
     om.band_model(models / "band.onnx")
     return tracks, models, tmp_path / "cache.db", tmp_path / "xdg" / "genreml" / "personal"
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    rc = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return rc, out.out, out.err
 
 
 def test_learned_genres_fill_the_untagged_tracks_and_leave_curated_ones(lib, capsys, tmp_path):

@@ -1,0 +1,103 @@
+"""``--ray``: the same analysis on a real local Ray instance (2 CPUs, started here).
+
+Real files in several formats encoded by real codecs, a small real ONNX model, Ray Data's
+tasks and actor pool, the real cache. Through Ray a folder gives what a local run gives; a
+corrupt file is reported and the others come out; a second run sends nothing to the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import ray
+
+import onnx_models as om
+from audiogen import make_audio
+from cli_library import run
+from tagger.tags import read_tags
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import os
+
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def library(tmp_path):
+    music = tmp_path / "music"
+    music.mkdir()
+    make_audio(music / "low.flac", seconds=6.0, freq=200.0)
+    make_audio(music / "high.mp3", seconds=5.0, sr=44100, freq=6000.0)
+    make_audio(music / "mid.m4a", seconds=5.0, sr=44100, freq=1500.0)
+    make_audio(music / "noise.ogg", seconds=4.0, kind="noise")
+    make_audio(music / "chirp.wav", seconds=7.0, kind="chirp")
+    models = tmp_path / "models"
+    om.band_model(models / "band.onnx")
+    return music, models
+
+
+def by_path(out: str) -> dict[str, dict]:
+    return {row["path"]: row for row in map(json.loads, out.splitlines())}
+
+
+def test_ray_gives_the_local_results_and_reports_a_corrupt_file(cluster, library, capsys,
+                                                                   tmp_path):
+    music, models = library
+    rc, out, err = run(capsys, "analyze", "--json", "--models", models, music)
+    assert rc == 0, err
+    local = by_path(out)
+    (music / "broken.mp3").write_bytes(b"\xff\xfb" + b"\0" * 3000)
+    rc, out, err = run(capsys, "analyze", "--json", "--ray", "--models", models,
+                       "--cache", tmp_path / "cache.db", music)
+    assert rc == 1
+    assert "broken.mp3: " in err and "Traceback" not in err
+    assert "5 of 6 files sent to Ray" not in err and "6 of 6 files sent to Ray" in err
+    remote = by_path(out)
+    assert set(remote) == set(local)
+    for path, want in local.items():
+        got = remote[path]
+        assert got["genres"] and [g["label"] for g in got["genres"]] == \
+            [g["label"] for g in want["genres"]]
+        assert got["emotion"]["label"] == want["emotion"]["label"]
+        assert got["clips"] == want["clips"]
+        for label, p in want["genre_probs"].items():
+            assert got["genre_probs"][label] == pytest.approx(p, abs=1e-3), (path, label)
+
+
+def test_tag_through_ray_then_nothing_is_sent_again(cluster, library, capsys, tmp_path):
+    music, models = library
+    twin = tmp_path / "twin"
+    shutil.copytree(music, twin)
+    cache = tmp_path / "cache.db"
+    rc, out, err = run(capsys, "tag", "--ray", "--models", models, "--cache", cache, music)
+    assert rc == 0, err
+    assert "5 of 5 files sent to Ray" in err
+    rc, _, err = run(capsys, "tag", "--models", models, "--cache", tmp_path / "local.db", twin)
+    assert rc == 0, err
+    for path in sorted(music.iterdir()):
+        assert read_tags(path) == read_tags(twin / path.name), path.name
+        assert read_tags(path).genres
+    rc, out, err = run(capsys, "tag", "--ray", "--models", models, "--cache", cache, music)
+    assert rc == 0, err
+    assert "0 of 5 files sent to Ray" in err
+    assert "unchanged 5" in out
+
+
+def test_without_ray_installed_it_says_how(library, capsys, monkeypatch):
+    import importlib.util
+
+    music, models = library
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ray" else real(name, *a))
+    rc, _, err = run(capsys, "tag", "--ray", "--models", models, music)
+    assert rc == 2 and "pip install '.[ray]'" in err
