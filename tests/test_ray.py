@@ -92,6 +92,21 @@ def test_tag_through_ray_then_nothing_is_sent_again(cluster, library, capsys, tm
     assert "unchanged 5" in out
 
 
+def test_results_to_parquet(library, capsys, tmp_path):
+    import pyarrow.parquet as pq
+
+    music, models = library
+    out = tmp_path / "results.parquet"
+    rc, stdout, err = run(capsys, "analyze", "--out", out, "--models", models, music)
+    assert rc == 0, err
+    assert stdout == ""
+    rows = {r["path"]: r for r in pq.read_table(out).to_pylist()}
+    assert len(rows) == 5
+    low = rows[str(music / "low.flac")]
+    assert low["genres"] == ["Low"] and low["mood"] == "calm" and low["clips"] == 6
+    assert json.loads(low["genre_probs"])["Low"] > 0.9
+
+
 def test_without_ray_installed_it_says_how(library, capsys, monkeypatch):
     import importlib.util
 
