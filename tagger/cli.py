@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import __version__
 from .cli_cache import cmd_playlist, cmd_show, cmd_status, open_cache
-from .cli_ray import add_ray_options
+from .cli_ray import add_ray_options, add_ray_write_option
 from .cli_options import (V23_SEP, WithCommon, add_model_options, add_policy_options,
                           add_workers_option,
                           add_verbosity, add_write_options)
@@ -263,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(p)
     add_workers_option(p, FILE_WORKERS)
     add_ray_options(p)
+    add_ray_write_option(p)
     p.set_defaults(func=cmd_tag)
 
     p = sub.add_parser("show", help="what the cache knows about a file")

@@ -5,6 +5,7 @@ through the Ray pipeline (:mod:`tagger.raydata`); every result then takes the lo
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from .report import RunCounts
 
 log = logging.getLogger("genreml")
 
-__all__ = ["add_ray_options", "run_with_ray"]
+__all__ = ["add_ray_options", "add_ray_write_option", "run_with_ray"]
 
 
 def add_ray_options(p: argparse.ArgumentParser) -> None:
@@ -28,13 +29,32 @@ def add_ray_options(p: argparse.ArgumentParser) -> None:
                    "two CPUs)")
 
 
+def add_ray_write_option(p: argparse.ArgumentParser) -> None:
+    """``--ray-write`` (``tag`` only)."""
+    p.add_argument("--ray-write", action="store_true",
+                   help="with --ray: the workers write the tags next to the files (a shared "
+                   "filesystem), with the same policy and checks; the cache is filled here")
+
+
 def _remote(args: argparse.Namespace, tagger: Any) -> Any:
     from .personal import personal_dir
     from .raydata import RemoteModels
 
     models = str(Path(args.models).resolve()) if args.models else None
+    writing = tagger.writing if getattr(args, "ray_write", False) and tagger.write else None
     return RemoteModels(models, tagger.models.choice, str(personal_dir()), args.threshold,
-                        args.max_genres, tagger.analyzer.grid)
+                        args.max_genres, tagger.analyzer.grid, writing)
+
+
+def _own(tagger: Any, paths: Sequence[Path]) -> dict[Path, str]:
+    """What genreml wrote into each file before, for the workers' plans (JSON)."""
+    tasks = [spec.task for spec, _ in tagger.models.specs]
+    out = {}
+    for path in paths:
+        own = tagger.own_values(path, tasks)
+        if own is not None:
+            out[path] = json.dumps([own.genres, own.mood])
+    return out
 
 
 def run_with_ray(args: argparse.Namespace, tagger: Any, files: Sequence[Path],
@@ -71,10 +91,12 @@ def run_with_ray(args: argparse.Namespace, tagger: Any, files: Sequence[Path],
     except Exception as err:  # ConnectionError, a version mismatch, a bad address ...
         raise UsageError(f"--ray: cannot reach the cluster: {err}") from err
     arrived: dict[Path, Any] = {}
+    remote = _remote(args, tagger)
+    own = _own(tagger, sent) if remote.writing is not None else None
 
     def arrivals() -> Iterator[Path]:
-        for path, got in analyse_on_ray(ray, sent, _remote(args, tagger), tagger.analyzer,
-                                        args.ray_actors):
+        for path, got in analyse_on_ray(ray, sent, remote, tagger.analyzer, args.ray_actors,
+                                        own):
             arrived[path] = got
             yield path
 
@@ -82,6 +104,8 @@ def run_with_ray(args: argparse.Namespace, tagger: Any, files: Sequence[Path],
         got = arrived.pop(path)
         if isinstance(got, Exception):
             raise got
+        if isinstance(got, tuple):  # the worker wrote the tags
+            return tagger.written_elsewhere(path, *got)
         return tagger.tag(path, analysed=got)
 
     return console.for_each_file(arrivals(), work, "ray", counts, done=done, total=len(sent))

@@ -16,6 +16,12 @@ The pipeline, per file sent to the cluster:
 A file that fails comes back as its one-line reason. Files the cache answers (same size and
 mtime, current models, or cached embeddings a new head can re-tag) never leave the driver.
 
+Asked to (``tag --ray-write``), the actors write the tags themselves, next to the files on a
+shared filesystem, with the same writer, policy and checks (:class:`tagger.tagging.
+WriteSettings`, genreml's earlier values sent along); the driver then fills the cache from
+their results and plans (:meth:`tagger.tagging.Tagger.written_elsewhere`). A file that
+changed, or that a worker could not write, is tagged by the driver instead.
+
 Workers need genreml installed (with the same models at the same paths) and the files at the
 same paths. Ray's usage statistics are switched off before Ray is imported, and no dashboard
 is started: nothing goes to a third party.
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -76,6 +83,7 @@ class RemoteModels:
     threshold: float | None
     max_genres: int | None
     grid: ClipGrid
+    writing: Any = None  # tagger.tagging.WriteSettings: the workers write the tags
 
     def analyzer(self, device: str = "auto", threads: int | None = None) -> Any:
         from .personal import load_run_models
@@ -120,9 +128,10 @@ def decode_row(row: dict[str, Any], grid: ClipGrid) -> dict[str, Any]:
         track = decode_track(path, grid)
     except Exception as err:  # one file must not end the run: its reason travels instead
         return {**_failed(path, err), **_packed("first", None), **_packed("more", None),
-                "duration": 0.0, "fingerprint": "", "size": -1, "mtime_ns": -1}
+                "own": "", "duration": 0.0, "fingerprint": "", "size": -1, "mtime_ns": -1}
     assert track.stat is not None
-    return {"path": path, "error": "", "skipped": False, "duration": track.duration,
+    return {"path": path, "own": row.get("own", ""), "error": "", "skipped": False,
+            "duration": track.duration,
             "fingerprint": track.fingerprint or "", "size": track.stat.st_size,
             "mtime_ns": track.stat.st_mtime_ns, **_packed("first", track.first),
             **_packed("more", track.more)}
@@ -138,7 +147,7 @@ class EmbedActor:
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         out = {k: row[k] for k in ("path", "error", "skipped", "duration", "fingerprint",
                                    "size", "mtime_ns")}
-        out.update(starts=b"", embeddings=b"", n=0)
+        out.update(starts=b"", embeddings=b"", n=0, plan="")
         if row["error"]:
             return out
         try:
@@ -153,7 +162,25 @@ class EmbedActor:
         assert result.embedding is not None
         out.update(n=result.clips, starts=np.asarray(result.clip_starts, "<f8").tobytes(),
                    embeddings=np.ascontiguousarray(result.embedding.clips, "<f2").tobytes())
+        if self.remote.writing is not None:
+            out["plan"] = self._write(row, result)
         return out
+
+    def _write(self, row: dict[str, Any], result: Any) -> str:
+        """Write the tags here, into the file as it was decoded; the plan as JSON, or ""
+        when the driver must tag it itself (the file changed, or the write failed: the
+        driver then says why)."""
+        from .tags import FileTags, TagError
+
+        try:
+            st = os.stat(row["path"])
+            if (st.st_size, st.st_mtime_ns) != (row["size"], row["mtime_ns"]):
+                return ""
+            own = json.loads(row["own"]) if row["own"] else None
+            own_tags = FileTags(own[0], own[1]) if own else None
+            return self.remote.writing.write(row["path"], result, st, own_tags).to_json()
+        except (TagError, OSError):
+            return ""
 
 
 def _result(row: dict[str, Any], analyzer: Any) -> Any:
@@ -161,10 +188,14 @@ def _result(row: dict[str, Any], analyzer: Any) -> Any:
     again on the embeddings: the same function a local analysis ends in)."""
     from .tagging import Analysed
 
+    from .tags import TagPlan
+
     n, dim = int(row["n"]), analyzer.models.backbone.embedding.dim
     result = analyzer.decide(row["path"], row["duration"], _array(row["starts"], "<f8", (n,)),
                              _array(row["embeddings"], "<f2", (n, dim)).copy())
-    return Analysed(result, row["fingerprint"] or None, int(row["size"]), int(row["mtime_ns"]))
+    analysed = Analysed(result, row["fingerprint"] or None, int(row["size"]),
+                        int(row["mtime_ns"]))
+    return (analysed, TagPlan.from_json(row["plan"])) if row["plan"] else analysed
 
 
 def _raised(row: dict[str, Any]) -> Exception:
@@ -174,9 +205,11 @@ def _raised(row: dict[str, Any]) -> Exception:
 
 
 def analyse_on_ray(ray: Any, paths: Sequence[Path], remote: RemoteModels, analyzer: Any,
-                   actors: int | None = None) -> Iterator[tuple[Path, Any]]:
-    """Send ``paths`` through the Ray Data pipeline; yield ``(path, Analysed)`` or
-    ``(path, exception)`` as results arrive (in any order).
+                   actors: int | None = None, own: dict[Path, str] | None = None
+                   ) -> Iterator[tuple[Path, Any]]:
+    """Send ``paths`` through the Ray Data pipeline; yield ``(path, Analysed)``,
+    ``(path, (Analysed, TagPlan))`` when the worker wrote the tags (``remote.writing``), or
+    ``(path, exception)``, as results arrive (in any order).
 
     Parameters
     ----------
@@ -190,18 +223,21 @@ def analyse_on_ray(ray: Any, paths: Sequence[Path], remote: RemoteModels, analyz
         The driver's, on the same models: it turns embeddings into results.
     actors : int, optional
         Actors running the models; default: one per GPU, else one per two CPUs.
+    own : dict, optional
+        With ``remote.writing``: per path, the JSON ``[genres, mood]`` genreml wrote there
+        before (:meth:`tagger.tagging.Tagger.own_values`), which the worker's plan takes out.
     """
+    own = own or {}
     import ray.data
 
     if not paths:
         return
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # genreml draws its own, on a terminal only
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its progress and notes
+    ray.data.DataContext.get_current().enable_progress_bars = False  # genreml draws its own
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     actors = actors or gpus or max(1, int(resources.get("CPU", 1)) // 2)
-    ds = ray.data.from_items([{"path": str(p)} for p in paths],
+    ds = ray.data.from_items([{"path": str(p), "own": own.get(p, "")} for p in paths],
                              override_num_blocks=min(len(paths), 64 * max(actors, 1)))
     # decoding in plain tasks, not fused into the actors: fractional CPUs keep Ray from
     # fusing the two stages, so decoding scales with the cluster's CPUs, not its actors

@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 from .audio import AudioError
@@ -43,6 +44,25 @@ MAX_ATTEMPTS = 3
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
     """What must not change between the start of an analysis and its use."""
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteSettings:
+    """How a result is written into its file: the policy, the ID3v2.3 separator, and whether
+    a file whose owner, mode or attributes could not be kept is refused."""
+
+    policy: Policy
+    v23_sep: str = V23_SEP
+    safe_only: bool = False
+
+    def write(self, path: str | Path, result: TrackResult, expected: os.stat_result | None,
+              own: FileTags | None, dry_run: bool = False) -> TagPlan:
+        """Plan and (unless ``dry_run``) write ``result``'s decision into the file
+        (:func:`tagger.tags.write_tags`), where a :class:`Tagger` or a Ray worker runs."""
+        mood = result.emotion[0] if result.emotion else None
+        return write_tags(path, [g for g, _ in result.genres], mood, self.policy,
+                          dry_run=dry_run, v23_sep=self.v23_sep, expected=expected,
+                          safe_only=self.safe_only, own=own)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,8 +172,7 @@ class Tagger:
         self.policy = Policy.of(policy)
         self.write = write
         self.dry_run = dry_run
-        self.v23_sep = v23_sep
-        self.safe_only = safe_only
+        self.writing = WriteSettings(self.policy, v23_sep, safe_only)
         self.trust_settled = trust_settled
         self.settle_key = _settle_key(models, self.policy, threshold, max_genres, v23_sep,
                                       safe_only)
@@ -236,7 +255,7 @@ class Tagger:
             found = _Analysis(result, source, st, fp)
             if source in ("analysed", "reheaded"):
                 # before store() replaces the previous result (and resets "tagged")
-                found.own = self._own_values(path, result) if defer else None
+                found.own = self.own_values(path, result.heads) if defer else None
                 found.stored = found.own is None
                 if found.stored:
                     self.cache.store(result, fp, st)
@@ -247,9 +266,9 @@ class Tagger:
             return found
         raise AudioError(f"file keeps changing ({MAX_ATTEMPTS} analyses were overtaken)")
 
-    def _own_values(self, path: Path, result: TrackResult) -> FileTags | None:
+    def own_values(self, path: str | Path, tasks: Iterable[str]) -> FileTags | None:
         """The genres and mood genreml's previous result decided for ``path``, in the tasks
-        ``result`` replaces; None unless genreml wrote that result into the file."""
+        a new result replaces; None unless genreml wrote that result into the file."""
         previous = self.cache.tagged_result(path)
         if previous is None:
             return None
@@ -258,8 +277,9 @@ class Tagger:
         previous.threshold = self.analyzer.threshold
         previous.max_genres = self.analyzer.max_genres
         previous.prefer = self.models.preferred
-        genres = [g for g, _ in previous.genres] if "genre" in result.heads else []
-        emotion = previous.emotion if "emotion" in result.heads else None
+        tasks = set(tasks)
+        genres = [g for g, _ in previous.genres] if "genre" in tasks else []
+        emotion = previous.emotion if "emotion" in tasks else None
         mood = emotion[0] if emotion else None
         return FileTags(genres, mood) if genres or mood is not None else None
 
@@ -321,29 +341,43 @@ class Tagger:
                     and result.settled == self.settle_key):
                 outcome.settled = True
                 break
-            mood = result.emotion[0] if result.emotion else None
             try:
-                outcome.plan = write_tags(path, [g for g, _ in result.genres], mood, self.policy,
-                                          dry_run=self.dry_run, v23_sep=self.v23_sep,
-                                          expected=found.stat, safe_only=self.safe_only,
-                                          own=found.own)
+                outcome.plan = self.writing.write(path, result, found.stat, found.own,
+                                                  self.dry_run)
             except FileChanged:
                 if attempt == MAX_ATTEMPTS - 1:
                     raise
                 log.info("%s changed before its tags were written: analysing it again", path)
                 continue
             if not self.dry_run:
-                if not found.stored:  # the file holds the new result: it replaces the old
-                    self.cache.store(result, found.fingerprint, found.stat)
-                # our own write must not look like a new file; then the file holds what
-                # these settings ask, with the stat it had when planned if nothing was written
-                changed = outcome.plan.changed
-                self.cache.update_stat(path, None if changed else found.stat,
-                                       tagged=changed or outcome.plan.holds_own,
-                                       settled=self.settle_key,
-                                       written=self._written(path, outcome.plan))
+                self._record(path, found, outcome.plan)
             break
+        return self._count(outcome)
+
+    def written_elsewhere(self, path: str | Path, analysed: Analysed, plan: TagPlan
+                          ) -> Outcome:
+        """Record a result that a Ray worker wrote into the file itself (with ``plan``, made
+        with :meth:`own_values` and :attr:`writing`), as :meth:`tag` records its own."""
+        path = Path(path)
+        found = _Analysis(analysed.result, "analysed", os.stat(path), analysed.fingerprint,
+                          plan.own, stored=False)
+        found.result.path = str(path)
+        self._record(path, found, plan)
+        return self._count(Outcome(path, found.result, "analysed", plan))
+
+    def _record(self, path: Path, found: _Analysis, plan: TagPlan) -> None:
+        """The cache after ``plan`` was carried out on the file."""
+        if not found.stored:  # the file holds the new result: it replaces the old
+            self.cache.store(found.result, found.fingerprint, found.stat)
+        # our own write must not look like a new file; then the file holds what these
+        # settings ask, with the stat it had when planned if nothing was written
+        changed = plan.changed
+        self.cache.update_stat(path, None if changed else found.stat,
+                               tagged=changed or plan.holds_own, settled=self.settle_key,
+                               written=self._written(path, plan))
+
+    def _count(self, outcome: Outcome) -> Outcome:
         with self._lock:
             self.counts[outcome.status] += 1
-            self.counts[source] += 1
+            self.counts[outcome.source] += 1
         return outcome

@@ -92,6 +92,40 @@ def test_tag_through_ray_then_nothing_is_sent_again(cluster, library, capsys, tm
     assert "unchanged 5" in out
 
 
+def test_workers_write_the_tags_when_asked(cluster, library, capsys, tmp_path, monkeypatch):
+    music, models = library
+    twin = tmp_path / "twin"
+    shutil.copytree(music, twin)
+    cache = tmp_path / "cache.db"
+    # genreml's earlier value in one file (from a model on another backbone, so the file is
+    # analysed again, on the cluster): the worker's plan takes it out, as a local one does
+    const = tmp_path / "const"
+    om.constant_model(const / "const.onnx", {"Bogus": 0.9}, {"calm": 0.6, "tense": 0.4},
+                      clip_seconds=2.0)
+    for folder, db in ((music, cache), (twin, tmp_path / "local.db")):
+        assert run(capsys, "tag", "--models", const, "--cache", db, folder / "low.flac")[0] == 0
+    from tagger.tagging import WriteSettings
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("the driver wrote tags: the workers were to")
+
+    with monkeypatch.context() as patch:  # Ray's workers are other processes: not patched
+        patch.setattr(WriteSettings, "write", not_here)
+        rc, out, err = run(capsys, "tag", "--ray", "--ray-write", "--models", models,
+                           "--cache", cache, music)
+    assert rc == 0, err
+    assert "5 of 5 files sent to Ray" in err
+    rc, _, err = run(capsys, "tag", "--models", models, "--cache", tmp_path / "local.db", twin)
+    assert rc == 0, err
+    for path in sorted(music.iterdir()):
+        assert read_tags(path) == read_tags(twin / path.name), path.name
+    assert "Bogus" not in read_tags(music / "low.flac").genres
+    # the cache was filled from the workers' results: nothing to do, nothing sent
+    rc, out, err = run(capsys, "tag", "--ray", "--ray-write", "--models", models, "--cache",
+                       cache, music)
+    assert rc == 0 and "0 of 5 files sent to Ray" in err and "unchanged 5" in out
+
+
 def test_results_to_parquet(library, capsys, tmp_path):
     import pyarrow.parquet as pq
 

@@ -12,6 +12,7 @@ policy looks at them. A policy protects the user's values, never genreml's old o
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
@@ -159,6 +160,19 @@ class TagPlan:
     @property
     def after(self) -> FileTags:
         return FileTags(list(self.genre.new), self.mood.new)
+
+    def to_json(self) -> str:
+        """The plan as JSON (it travels back from a Ray worker that carried it out)."""
+        own = None if self.own is None else [self.own.genres, self.own.mood]
+        return json.dumps({"genre": [self.genre.old, self.genre.new],
+                           "mood": [self.mood.old, self.mood.new], "own": own})
+
+    @classmethod
+    def from_json(cls, text: str) -> TagPlan:
+        data = json.loads(text)
+        own = None if data["own"] is None else FileTags(list(data["own"][0]), data["own"][1])
+        return cls(FieldPlan("genre", list(data["genre"][0]), list(data["genre"][1])),
+                   FieldPlan("mood", *data["mood"]), own)
 
     def describe(self) -> list[str]:
         """Human lines, one per field, e.g. ``"genre: ['Rock'] -> ['Rock', 'Jazz']"``."""
