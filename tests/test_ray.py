@@ -45,6 +45,16 @@ def library(tmp_path):
     return music, models
 
 
+def tagged_as_locally(capsys, models, music, twin, cache) -> None:
+    """``genreml tag`` run here on ``twin`` (a copy of ``music`` as it was) writes the tags
+    the Ray run wrote into ``music``."""
+    rc, _, err = run(capsys, "tag", "--models", models, "--cache", cache, twin)
+    assert rc == 0, err
+    for path in sorted(music.iterdir()):
+        assert read_tags(path) == read_tags(twin / path.name), path.name
+        assert read_tags(path).genres
+
+
 def by_path(out: str) -> dict[str, dict]:
     return {row["path"]: row for row in map(json.loads, out.splitlines())}
 
@@ -81,11 +91,7 @@ def test_tag_through_ray_then_nothing_is_sent_again(cluster, library, capsys, tm
     rc, out, err = run(capsys, "tag", "--ray", "--models", models, "--cache", cache, music)
     assert rc == 0, err
     assert "5 of 5 files sent to Ray" in err
-    rc, _, err = run(capsys, "tag", "--models", models, "--cache", tmp_path / "local.db", twin)
-    assert rc == 0, err
-    for path in sorted(music.iterdir()):
-        assert read_tags(path) == read_tags(twin / path.name), path.name
-        assert read_tags(path).genres
+    tagged_as_locally(capsys, models, music, twin, tmp_path / "local.db")
     rc, out, err = run(capsys, "tag", "--ray", "--models", models, "--cache", cache, music)
     assert rc == 0, err
     assert "0 of 5 files sent to Ray" in err
@@ -115,10 +121,7 @@ def test_workers_write_the_tags_when_asked(cluster, library, capsys, tmp_path, m
                            "--cache", cache, music)
     assert rc == 0, err
     assert "5 of 5 files sent to Ray" in err
-    rc, _, err = run(capsys, "tag", "--models", models, "--cache", tmp_path / "local.db", twin)
-    assert rc == 0, err
-    for path in sorted(music.iterdir()):
-        assert read_tags(path) == read_tags(twin / path.name), path.name
+    tagged_as_locally(capsys, models, music, twin, tmp_path / "local.db")
     assert "Bogus" not in read_tags(music / "low.flac").genres
     # the cache was filled from the workers' results: nothing to do, nothing sent
     rc, out, err = run(capsys, "tag", "--ray", "--ray-write", "--models", models, "--cache",
