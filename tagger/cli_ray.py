@@ -41,7 +41,8 @@ def _remote(args: argparse.Namespace, tagger: Any) -> Any:
     from .raydata import RemoteModels
 
     models = str(Path(args.models).resolve()) if args.models else None
-    writing = tagger.writing if getattr(args, "ray_write", False) and tagger.write else None
+    asked = getattr(args, "ray_write", False) and tagger.write and not tagger.dry_run
+    writing = tagger.writing if asked else None
     return RemoteModels(models, tagger.models.choice, str(personal_dir()), args.threshold,
                         args.max_genres, tagger.analyzer.grid, writing)
 
