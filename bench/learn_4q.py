@@ -63,7 +63,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -74,6 +73,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
+from tagger.learn.crossfit import wilson  # the intervals learn reports
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -170,15 +171,6 @@ def analyze(variant: str, paths: list[Path], env: dict[str, str], workers: int
 
 
 # -- measures
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
-    if n == 0:
-        return None
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def micro(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[float, float, float]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 from .console import EXIT_FAILED_FILES, EXIT_OK, Console, UsageError
@@ -81,7 +82,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
         read = console.for_each_file(
             files, lambda p: read_truth(p, source), "reading labels",
             done=lambda p, t: truths.append(without_own(t, source.task,
-                                                        written.get(str(p.absolute())))))
+                                                        written.get(os.path.abspath(p)))))
         tagger = Tagger(models, cache, write=False, budget=args.clips)
         wanted = [Path(t.path) for t in labelled(truths)]
         analysed = console.for_each_file(

@@ -81,8 +81,9 @@ def run_with_ray(args: argparse.Namespace, tagger: Any, files: Sequence[Path],
         except OSError:  # the cluster's worker says what is wrong with it
             return False
 
-    here = [p for p in files if answered(p)]
-    sent = [p for p in files if p not in set(here)]
+    here, sent = [], []
+    for path in files:
+        (here if answered(path) else sent).append(path)
     console.for_each_file(here, lambda p: tagger.tag(p), "cache", counts, done=done)
     console.info(f"genreml: {len(sent)} of {len(files)} files sent to Ray")
     if not sent:

@@ -16,7 +16,6 @@ from threadpoolctl import threadpool_limits
 
 from .audio import ClipStream
 from .budget import AUTO, ClipBudget, decision_margin
-from .features import log_mel
 from .model import ModelSet
 from .result import ClipEmbeddings, HeadResult, TrackResult
 from .patches import ClipGrid
@@ -174,10 +173,6 @@ class Analyzer:
         backbone = models.backbone
         self.grid = ClipGrid(backbone.sample_rate, backbone.clip_seconds, backbone.features,
                              hop_seconds, budget)
-
-    def features(self, clips: np.ndarray) -> np.ndarray:
-        """Log-mel patches ``[n, n_frames, n_mels]`` of clips ``[n, samples]``."""
-        return log_mel(clips, self.models.sample_rate, self.models.backbone.features)
 
     def embed(self, clips: np.ndarray, threads: int | None = None) -> np.ndarray:
         """float16 clip embeddings ``[n, dim]`` of clips ``[n, samples]`` at the models'
